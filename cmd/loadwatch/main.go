@@ -1,0 +1,41 @@
+// Command loadwatch is the loadwatch server and every tool around it: the
+// PZEM-004T link tool, the virtual meter and simulators, the classifier, the
+// server and demo, device registry, OTA releases and benchmarks.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+)
+
+// cli is the command tree. Each command lives in its own file of this
+// package and is wired here, the one place that joins parts together.
+type cli struct {
+	Version versionCmd `cmd:"" help:"Print version, commit, build date and Go version."`
+}
+
+const description = `loadwatch monitors mains power with PZEM-004T v3 meters: it reads the meters
+over Modbus RTU, tells which appliances are running, catches grid anomalies and
+stores everything in an embedded time-series database.
+
+Run 'loadwatch <command> --help' for the details of one command.`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var c cli
+	k := kong.Parse(&c,
+		kong.Name("loadwatch"),
+		kong.Description(description),
+		kong.UsageOnError(),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.BindTo(ctx, (*context.Context)(nil)),
+	)
+	err := k.Run()
+	k.FatalIfErrorf(err)
+}
