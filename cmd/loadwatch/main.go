@@ -16,6 +16,7 @@ import (
 // package and is wired here, the one place that joins parts together.
 type cli struct {
 	Version versionCmd `cmd:"" help:"Print version, commit, build date and Go version."`
+	Sim     simCmd     `cmd:"" help:"Simulators: a virtual PZEM-004T meter and a labelled dataset generator."`
 }
 
 const description = `loadwatch monitors mains power with PZEM-004T v3 meters: it reads the meters
