@@ -1,0 +1,417 @@
+// Package loadsim simulates the load and the grid behind a PZEM-004T meter:
+// a laptop charger, a soldering station, a laser printer and a 3D printer
+// (each a stateful model with its power, power factor and current draw), a
+// standby base load, and a mains source with impedance, slow drift, noise,
+// surges, sags and frequency excursions. Everything is a deterministic
+// function of the seed, the schedule and the interactive changes, so the
+// same inputs always give the same trace.
+//
+// The package gives the TRUE electrical state at the meter; the meter's own
+// averaging, quantisation and energy counter belong to the virtual meter
+// (internal/pzem/pzemtest), except for the dataset generator here, which
+// applies the meter's resolution itself. See docs/LOADSIM.md.
+package loadsim
+
+import (
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"loadwatch/internal/power"
+)
+
+// Grid describes the mains source. Zero fields take the documented
+// defaults.
+type Grid struct {
+	Nominal   power.Volts // open-circuit voltage; default 230 V
+	Frequency power.Hertz // default 50 Hz
+	// Impedance is the source (loop) impedance in ohms: the voltage at the
+	// meter is the source voltage minus I x Impedance. Default 0.47 ohm,
+	// the magnitude of the IEC 60725 reference impedance 0.4 + j0.25 ohm.
+	Impedance float64
+	// Drift is the standard deviation of the slow voltage wander (periods
+	// of minutes); default 1 V, as measured on the OMPM PZEM trace.
+	Drift power.Volts
+	// FreqDrift is the standard deviation of the slow frequency wander;
+	// default 0.02 Hz.
+	FreqDrift power.Hertz
+	// Noise is the standard deviation of fast voltage noise (new value
+	// every 100 ms); default 0.1 V.
+	Noise power.Volts
+	// Still removes drift and noise (for tests): the voltage then changes
+	// only with the load and with grid events.
+	Still bool
+}
+
+// Config configures a Circuit. Zero fields take the documented defaults.
+type Config struct {
+	Seed int64
+	// Start is the time schedule offsets count from; default
+	// 2026-01-01T00:00:00Z.
+	Start    time.Time
+	Grid     Grid
+	Schedule Schedule
+	// Standby is the always-on draw of chargers and idle electronics
+	// (labelled nothing); default 1.5 W at PF 0.25. Negative means none.
+	Standby power.Watts
+}
+
+// DefaultStart is the Start of a Config that leaves it zero.
+var DefaultStart = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+type switchEv struct {
+	t  time.Time
+	on bool
+}
+
+type relayEv struct {
+	t      time.Time
+	closed bool
+}
+
+type gridEv struct {
+	t time.Time
+	e GridEvent
+}
+
+type sessionKey struct {
+	name string
+	on   int64
+}
+
+// Circuit is the simulated circuit behind one meter. It is safe for
+// concurrent use.
+type Circuit struct {
+	cfg   Config
+	sched map[string][]Event // switch events per appliance, in time order
+	gridS []Event            // grid events of the schedule
+
+	mu       sync.Mutex
+	manual   map[string][]switchEv // interactive switches, in time order
+	relay    []relayEv
+	injected []gridEv
+	sessions map[sessionKey]*session
+}
+
+// NewCircuit builds a circuit. The schedule is assumed valid (see
+// Schedule.Validate); events that are not are ignored.
+func NewCircuit(cfg Config) *Circuit {
+	g := &cfg.Grid
+	if g.Nominal == 0 {
+		g.Nominal = 230
+	}
+	if g.Frequency == 0 {
+		g.Frequency = 50
+	}
+	if g.Impedance == 0 {
+		g.Impedance = 0.47
+	}
+	if g.Drift == 0 {
+		g.Drift = 1
+	}
+	if g.FreqDrift == 0 {
+		g.FreqDrift = 0.02
+	}
+	if g.Noise == 0 {
+		g.Noise = 0.1
+	}
+	if g.Still {
+		g.Drift, g.FreqDrift, g.Noise = 0, 0, 0
+	}
+	if cfg.Start.IsZero() {
+		cfg.Start = DefaultStart
+	}
+	if cfg.Standby == 0 {
+		cfg.Standby = 1.5
+	}
+	if cfg.Standby < 0 {
+		cfg.Standby = 0
+	}
+	c := &Circuit{
+		cfg:      cfg,
+		sched:    map[string][]Event{},
+		manual:   map[string][]switchEv{},
+		sessions: map[sessionKey]*session{},
+	}
+	if cfg.Schedule.Validate() == nil {
+		for _, e := range cfg.Schedule.Events {
+			if e.Kind == KindSwitch {
+				c.sched[e.Appliance] = append(c.sched[e.Appliance], e)
+			} else {
+				c.gridS = append(c.gridS, e)
+			}
+		}
+	}
+	return c
+}
+
+// Start returns the time the schedule counts from.
+func (c *Circuit) Start() time.Time { return c.cfg.Start }
+
+// Switch turns an appliance on or off at t, overriding the schedule from t
+// until the schedule's next switch of that appliance. An unknown name is
+// ignored and reported as false.
+func (c *Circuit) Switch(name string, on bool, t time.Time) bool {
+	if !isAppliance(name) {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.manual[name] = insertSorted(c.manual[name], switchEv{t, on}, func(e switchEv) time.Time { return e.t })
+	return true
+}
+
+// SetRelay opens or closes the relay at t. An open relay removes all load
+// (the voltage is still there, the current is 0). The relay starts closed.
+func (c *Circuit) SetRelay(closed bool, t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.relay = insertSorted(c.relay, relayEv{t, closed}, func(e relayEv) time.Time { return e.t })
+}
+
+// Relay reports the relay state after the latest relay change.
+func (c *Circuit) Relay() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.relay) == 0 {
+		return true
+	}
+	return c.relay[len(c.relay)-1].closed
+}
+
+// Inject starts a grid event (surge, sag, frequency excursion) at t.
+func (c *Circuit) Inject(e GridEvent, t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.injected = insertSorted(c.injected, gridEv{t, e}, func(e gridEv) time.Time { return e.t })
+}
+
+func insertSorted[E any](s []E, e E, key func(E) time.Time) []E {
+	i := len(s)
+	for i > 0 && key(s[i-1]).After(key(e)) {
+		i--
+	}
+	return slices.Insert(s, i, e)
+}
+
+func (c *Circuit) relayClosed(t time.Time) bool {
+	closed := true
+	for _, e := range c.relay {
+		if e.t.After(t) {
+			break
+		}
+		closed = e.closed
+	}
+	return closed
+}
+
+// lastSwitch finds the switch of an appliance in effect at t: from the
+// schedule or from Switch, whichever is later (Switch wins a tie).
+func (c *Circuit) lastSwitch(name string, t time.Time) (time.Time, bool, bool) {
+	var at time.Time
+	var on, ok bool
+	if evs := c.sched[name]; len(evs) > 0 && !t.Before(c.cfg.Start) {
+		off := t.Sub(c.cfg.Start)
+		base := time.Duration(0)
+		if r := c.cfg.Schedule.Repeat; r > 0 {
+			base = off / r * r
+			off -= base
+		}
+		i := len(evs) - 1
+		for i >= 0 && evs[i].At > off {
+			i--
+		}
+		switch {
+		case i >= 0:
+			at, on, ok = c.cfg.Start.Add(base+evs[i].At), evs[i].On, true
+		case base > 0: // carried over from the previous period
+			e := evs[len(evs)-1]
+			at, on, ok = c.cfg.Start.Add(base-c.cfg.Schedule.Repeat+e.At), e.On, true
+		}
+	}
+	m := c.manual[name]
+	for i := len(m) - 1; i >= 0; i-- {
+		if !m[i].t.After(t) {
+			if !ok || !m[i].t.Before(at) {
+				at, on, ok = m[i].t, m[i].on, true
+			}
+			break
+		}
+	}
+	return at, on, ok
+}
+
+// gridOffset sums the grid events active at t.
+func (c *Circuit) gridOffset(t time.Time) (dv, df float64) {
+	add := func(e GridEvent, from time.Time) {
+		if t.Before(from) || !t.Before(from.Add(e.For)) {
+			return
+		}
+		switch e.Kind {
+		case KindSurge:
+			dv += float64(e.Volts)
+		case KindSag:
+			dv -= float64(e.Volts)
+		case KindFrequency:
+			df += float64(e.Hertz)
+		}
+	}
+	if len(c.gridS) > 0 && !t.Before(c.cfg.Start) {
+		off := t.Sub(c.cfg.Start)
+		base := time.Duration(0)
+		r := c.cfg.Schedule.Repeat
+		if r > 0 {
+			base = off / r * r
+		}
+		for _, e := range c.gridS {
+			ge := GridEvent{Kind: e.Kind, Volts: e.Volts, Hertz: e.Hertz, For: e.For}
+			add(ge, c.cfg.Start.Add(base+e.At))
+			if r > 0 && base > 0 {
+				add(ge, c.cfg.Start.Add(base-r+e.At))
+			}
+		}
+	}
+	for _, g := range c.injected {
+		if g.t.After(t) {
+			break
+		}
+		add(g.e, g.t)
+	}
+	return dv, df
+}
+
+// Noise streams.
+const (
+	streamVDrift = iota + 1
+	streamVDrift2
+	streamVNoise
+	streamFDrift
+	streamFNoise
+	streamOffset
+)
+
+// openCircuit returns the source voltage and frequency at t, before the
+// load's sag.
+func (c *Circuit) openCircuit(t time.Time) (v, f float64) {
+	g := c.cfg.Grid
+	s := c.cfg.Seed
+	sec := float64(t.UnixNano()) / 1e9
+	tick := t.UnixNano() / int64(100*time.Millisecond)
+	v = float64(g.Nominal)
+	v += float64(g.Drift) * (0.8*smooth(s, streamVDrift, sec, 600) + 0.6*smooth(s, streamVDrift2, sec, 97))
+	v += float64(g.Noise) * gauss(s, streamVNoise, tick)
+	f = float64(g.Frequency)
+	f += float64(g.FreqDrift) * smooth(s, streamFDrift, sec, 300)
+	f += float64(g.FreqDrift) * 0.2 * gauss(s, streamFNoise, tick)
+	dv, df := c.gridOffset(t)
+	return v + dv, f + df
+}
+
+// drawn is one appliance's load at one moment.
+type drawn struct {
+	name string
+	l    load
+}
+
+// loads appends what every appliance draws at t (none when the relay is
+// open).
+func (c *Circuit) loads(t time.Time, dst []drawn) []drawn {
+	if !c.relayClosed(t) {
+		return dst
+	}
+	tick := t.UnixNano() / int64(100*time.Millisecond)
+	for _, name := range Appliances() {
+		on, isOn, ok := c.lastSwitch(name, t)
+		if !ok || !isOn {
+			continue
+		}
+		k := sessionKey{name, on.UnixNano()}
+		s := c.sessions[k]
+		if s == nil {
+			s = newSession(modelFor(name), c.cfg.Seed, name, on)
+			c.sessions[k] = s
+		}
+		d := t.Sub(on)
+		l := s.m.draw(s.at(d), d, gauss(c.cfg.Seed, fnv(name), tick))
+		dst = append(dst, struct {
+			name string
+			l    load
+		}{name, l})
+	}
+	return dst
+}
+
+// At returns the true electrical state at the meter (upstream of the
+// relay) at t: voltage, current, active power, power factor and frequency.
+// PF is 0 when no current flows, as the meter shows it.
+func (c *Circuit) At(t time.Time) power.Reading {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	voc, f := c.openCircuit(t)
+	var buf [4]drawn
+	ls := c.loads(t, buf[:0])
+	vn := float64(c.cfg.Grid.Nominal)
+	z := c.cfg.Grid.Impedance
+	closed := c.relayClosed(t)
+	// Two passes: loads at the open-circuit voltage give the current and
+	// the sag; resistive loads are then evaluated at the sagged voltage.
+	v := voc
+	var p, s float64
+	for pass := 0; pass < 2; pass++ {
+		p, s = 0, 0
+		var q float64
+		if closed && c.cfg.Standby > 0 {
+			sp := float64(c.cfg.Standby)
+			p += sp
+			q += sp * math.Sqrt(1/(standbyPF*standbyPF)-1)
+		}
+		for _, x := range ls {
+			lp := x.l.p
+			if x.l.resistive {
+				r := v / vn
+				lp *= r * r
+			}
+			p += lp
+			q += lp * math.Sqrt(1/(x.l.pf*x.l.pf)-1)
+		}
+		s = math.Hypot(p, q)
+		v = voc - s/voc*z
+	}
+	i := 0.0
+	pf := 0.0
+	if s > 0 {
+		i = s / v
+		pf = p / s
+	}
+	return power.Reading{
+		Time:      t,
+		Voltage:   power.Volts(v),
+		Current:   power.Amperes(i),
+		Power:     power.Watts(p),
+		Frequency: power.Hertz(f),
+		PF:        power.PowerFactor(pf),
+		Has:       power.FieldVoltage | power.FieldCurrent | power.FieldPower | power.FieldFrequency | power.FieldPF,
+	}
+}
+
+// Label names the appliances drawing power at t, joined by '+' in
+// alphabetical order, or "nothing". Standby draw (the base load, a printer
+// on its ready plateau, a soldering station between thermostat pulses)
+// counts as nothing.
+func (c *Circuit) Label(t time.Time) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var buf [4]drawn
+	var names []string
+	for _, x := range c.loads(t, buf[:0]) {
+		if x.l.active {
+			names = append(names, x.name)
+		}
+	}
+	if len(names) == 0 {
+		return Nothing
+	}
+	return strings.Join(names, "+")
+}
