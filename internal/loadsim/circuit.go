@@ -335,10 +335,7 @@ func (c *Circuit) loads(t time.Time, dst []drawn) []drawn {
 		}
 		d := t.Sub(on)
 		l := s.m.draw(s.at(d), d, gauss(c.cfg.Seed, fnv(name), tick))
-		dst = append(dst, struct {
-			name string
-			l    load
-		}{name, l})
+		dst = append(dst, drawn{name, l})
 	}
 	return dst
 }

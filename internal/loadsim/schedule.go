@@ -2,8 +2,8 @@ package loadsim
 
 import (
 	"errors"
-	"math"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
