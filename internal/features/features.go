@@ -1,0 +1,475 @@
+// Package features turns one device's stream of readings into the feature
+// vectors the appliance classifier sees. Every feature is causal: it is
+// computed from the current reading and the ones before it, never from later
+// ones, so the same code runs in training, in the server and in the agent
+// (which sees every read). Pushing a reading allocates nothing.
+//
+// A feature set has a name and a fixed list of feature names; a model
+// records both so that it is only ever fed what it was trained on. Two sets
+// exist:
+//
+//   - "lw1": instantaneous quantities, apparent and reactive power, steps,
+//     rolling statistics of P over fixed time windows (10 s, 60 s, 300 s),
+//     an energy rate from counter differences and a switching-event tracker.
+//     It never contains the raw cumulative energy counter.
+//   - "legacy": the raw [power, energy] pair of the original Flask service,
+//     kept only for models imported from scikit-learn or trained for the
+//     legacy /predict form.
+//
+// A quantity the stream lacks gives NaN (never a stand-in such as 0 or
+// 230 V); the forest treats NaN as "not measured".
+package features
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"loadwatch/internal/power"
+)
+
+// Names of the feature sets.
+const (
+	SetLW1    = "lw1"
+	SetLegacy = "legacy"
+)
+
+// ErrUnknownSet is returned for a feature set name this package does not know.
+var ErrUnknownSet = errors.New("unknown feature set")
+
+var lw1Names = []string{
+	"p", "i", "v", "pf", "f",
+	"p_norm", "s", "q",
+	"dp", "dq", "dv",
+	"p_mean_10s", "p_min_10s", "p_max_10s", "p_std_10s",
+	"p_mean_60s", "p_min_60s", "p_max_60s", "p_std_60s",
+	"p_mean_300s", "p_min_300s", "p_max_300s", "p_std_300s",
+	"e_rate",
+	"ev_dp", "ev_dq", "ev_age",
+}
+
+var legacyNames = []string{"power", "energy"}
+
+// Indexes into an lw1 vector.
+const (
+	iP = iota
+	iI
+	iV
+	iPF
+	iF
+	iPNorm
+	iS
+	iQ
+	iDP
+	iDQ
+	iDV
+	iWin   // first rolling statistic; 4 per window
+	iERate = iWin + 4*nWindows
+	iEvDP  = iERate + 1
+	iEvDQ  = iEvDP + 1
+	iEvAge = iEvDQ + 1
+)
+
+// windows are the rolling-statistics spans, shortest first.
+var windows = [nWindows]time.Duration{10 * time.Second, 60 * time.Second, 300 * time.Second}
+
+const nWindows = 3
+
+// Names returns the feature names of set, in vector order. The slice must
+// not be modified.
+func Names(set string) ([]string, error) {
+	switch set {
+	case SetLW1:
+		return lw1Names, nil
+	case SetLegacy:
+		return legacyNames, nil
+	}
+	return nil, fmt.Errorf("%w: %q (known: %s, %s)", ErrUnknownSet, set, SetLW1, SetLegacy)
+}
+
+// Config tunes an Extractor. Zero fields mean the documented defaults.
+type Config struct {
+	// MaxGap is the longest time between two readings that still counts
+	// as one stream; a longer gap (or a timestamp that does not advance)
+	// resets the windows, steps and event tracker. Default 30 s.
+	MaxGap time.Duration
+	// NominalVoltage is the voltage P is normalised to. Default 230 V.
+	NominalVoltage power.Volts
+	// Capacity is how many readings the rolling windows can hold; when a
+	// stream is faster than Capacity readings per 300 s, the longest
+	// window covers only the last Capacity readings. Default 1024.
+	Capacity int
+	// EventMinStep is the smallest change of P, between two readings,
+	// that counts as a switching event. Default 8 W; a step must also be
+	// at least 5 % of the larger of the two powers.
+	EventMinStep power.Watts
+	// EnergyWrap is the value at which the meter's energy counter wraps
+	// to 0. Default 10,000,000 Wh (PZEM-004T: 9999.99 kWh, then 0).
+	EnergyWrap power.WattHours
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxGap <= 0 {
+		c.MaxGap = 30 * time.Second
+	}
+	if c.NominalVoltage <= 0 {
+		c.NominalVoltage = 230
+	}
+	if c.Capacity <= 0 {
+		c.Capacity = 1024
+	}
+	if c.EventMinStep <= 0 {
+		c.EventMinStep = 8
+	}
+	if c.EnergyWrap <= 0 {
+		c.EnergyWrap = 10_000_000
+	}
+	return c
+}
+
+// Extractor computes the features of one device stream. Push the readings
+// in time order. It is not safe for concurrent use; use one per device.
+type Extractor struct {
+	set    string
+	legacy bool
+	n      int
+	cfg    Config
+
+	// ring of recent readings (power only), for the windows
+	cap   int
+	times []int64 // unix nanoseconds
+	p     []float64
+	seq   int // number of samples pushed since the last reset
+	win   [nWindows]window
+
+	// previous reading
+	started bool
+	prevT   int64
+	prevP   float64
+	prevQ   float64
+	prevV   float64
+
+	// energy counter state
+	eHave  bool
+	eLastT int64
+	eLast  float64 // last counter value
+	eAcc   float64 // Wh accumulated since eRefT
+	eTimes []int64   // ring of (time, accumulated energy) pairs
+	eAccs  []float64 // for the rate over the longest window
+	eSeq   int
+	eStart int
+
+	// event tracker
+	evHave bool
+	evDP   float64
+	evDQ   float64
+	evT    int64
+}
+
+// window holds the running sums and monotonic deques of one time window.
+type window struct {
+	span       int64
+	start      int // oldest sequence number inside the window
+	sum, sumSq float64
+	minQ, maxQ deque
+}
+
+// deque is a ring of sequence numbers.
+type deque struct {
+	buf        []int
+	head, size int
+}
+
+func (d *deque) reset()           { d.head, d.size = 0, 0 }
+func (d *deque) front() int       { return d.buf[d.head] }
+func (d *deque) back() int        { return d.buf[(d.head+d.size-1)%len(d.buf)] }
+func (d *deque) popFront()        { d.head = (d.head + 1) % len(d.buf); d.size-- }
+func (d *deque) popBack()         { d.size-- }
+func (d *deque) pushBack(s int)   { d.buf[(d.head+d.size)%len(d.buf)] = s; d.size++ }
+func (d *deque) empty() bool      { return d.size == 0 }
+func newDeque(capacity int) deque { return deque{buf: make([]int, capacity)} }
+
+// New returns an Extractor for the named feature set.
+func New(set string, cfg Config) (*Extractor, error) {
+	names, err := Names(set)
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	e := &Extractor{set: set, legacy: set == SetLegacy, n: len(names), cfg: cfg, cap: cfg.Capacity}
+	if e.legacy {
+		return e, nil
+	}
+	e.times = make([]int64, e.cap)
+	e.p = make([]float64, e.cap)
+	e.eTimes = make([]int64, e.cap)
+	e.eAccs = make([]float64, e.cap)
+	for i := range e.win {
+		e.win[i] = window{span: int64(windows[i]), minQ: newDeque(e.cap), maxQ: newDeque(e.cap)}
+	}
+	return e, nil
+}
+
+// Set returns the feature set name.
+func (e *Extractor) Set() string { return e.set }
+
+// NumFeatures returns the length of the vectors Push writes.
+func (e *Extractor) NumFeatures() int { return e.n }
+
+// Reset forgets the stream so far (as after a long gap).
+func (e *Extractor) Reset() {
+	e.started = false
+	e.seq = 0
+	for i := range e.win {
+		w := &e.win[i]
+		w.start, w.sum, w.sumSq = 0, 0, 0
+		w.minQ.reset()
+		w.maxQ.reset()
+	}
+	e.eHave = false
+	e.eSeq, e.eStart = 0, 0
+	e.evHave = false
+}
+
+var nan32 = float32(math.NaN())
+
+// Push adds reading r and writes its feature vector to out, which must hold
+// NumFeatures values. It never allocates.
+func (e *Extractor) Push(r power.Reading, out []float32) {
+	out = out[:e.n]
+	if e.legacy {
+		out[0], out[1] = nan32, nan32
+		if r.Is(power.FieldPower) {
+			out[0] = float32(r.Power)
+		}
+		if r.Is(power.FieldEnergy) {
+			out[1] = float32(r.Energy)
+		}
+		return
+	}
+	for i := range out {
+		out[i] = nan32
+	}
+	t := r.Time.UnixNano()
+	if e.started && (t <= e.prevT || t-e.prevT > int64(e.cfg.MaxGap)) {
+		e.Reset()
+	}
+
+	hasP, hasV, hasI := r.Is(power.FieldPower), r.Is(power.FieldVoltage), r.Is(power.FieldCurrent)
+	p, v, i := float64(r.Power), float64(r.Voltage), float64(r.Current)
+	if hasP {
+		out[iP] = float32(p)
+	}
+	if hasI {
+		out[iI] = float32(i)
+	}
+	if hasV {
+		out[iV] = float32(v)
+	}
+	if r.Is(power.FieldPF) {
+		out[iPF] = float32(r.PF)
+	}
+	if r.Is(power.FieldFrequency) {
+		out[iF] = float32(r.Frequency)
+	}
+	if hasP && hasV && v > 0 {
+		k := float64(e.cfg.NominalVoltage) / v
+		out[iPNorm] = float32(p * k * k)
+	}
+	q := math.NaN()
+	if s, ok := r.Apparent(); ok {
+		out[iS] = float32(s)
+		if qq, ok := r.Reactive(); ok {
+			q = qq
+			out[iQ] = float32(q)
+		}
+	}
+
+	if e.started {
+		if hasP && !math.IsNaN(e.prevP) {
+			out[iDP] = float32(p - e.prevP)
+		}
+		if !math.IsNaN(q) && !math.IsNaN(e.prevQ) {
+			out[iDQ] = float32(q - e.prevQ)
+		}
+		if hasV && !math.IsNaN(e.prevV) {
+			out[iDV] = float32(v - e.prevV)
+		}
+		// Switching events: a step in P large enough in watts and in
+		// relative terms.
+		if hasP && !math.IsNaN(e.prevP) {
+			d := p - e.prevP
+			if math.Abs(d) >= float64(e.cfg.EventMinStep) && math.Abs(d) >= 0.05*math.Max(p, e.prevP) {
+				e.evHave, e.evDP, e.evT = true, d, t
+				e.evDQ = math.NaN()
+				if !math.IsNaN(q) && !math.IsNaN(e.prevQ) {
+					e.evDQ = q - e.prevQ
+				}
+			}
+		}
+	}
+	if e.evHave {
+		out[iEvDP] = float32(e.evDP)
+		out[iEvDQ] = float32(e.evDQ)
+		out[iEvAge] = float32(float64(t-e.evT) / 1e9)
+	}
+
+	if hasP {
+		e.pushWindows(t, p, out)
+	}
+	if r.Is(power.FieldEnergy) {
+		e.pushEnergy(t, float64(r.Energy), out)
+	}
+
+	e.started, e.prevT = true, t
+	e.prevP, e.prevQ, e.prevV = math.NaN(), q, math.NaN()
+	if hasP {
+		e.prevP = p
+	}
+	if hasV {
+		e.prevV = v
+	}
+}
+
+func (e *Extractor) pushWindows(t int64, p float64, out []float32) {
+	s := e.seq
+	e.seq++
+	oldest := max(0, e.seq-e.cap) // oldest sequence still in the ring
+	// Drop what the new sample overwrites before overwriting it.
+	for k := range e.win {
+		w := &e.win[k]
+		for w.start < oldest {
+			old := e.p[w.start%e.cap]
+			w.sum -= old
+			w.sumSq -= old * old
+			w.start++
+		}
+		for !w.minQ.empty() && w.minQ.front() < w.start {
+			w.minQ.popFront()
+		}
+		for !w.maxQ.empty() && w.maxQ.front() < w.start {
+			w.maxQ.popFront()
+		}
+	}
+	slot := s % e.cap
+	e.times[slot], e.p[slot] = t, p
+	for k := range e.win {
+		w := &e.win[k]
+		w.sum += p
+		w.sumSq += p * p
+		for !w.minQ.empty() && e.p[w.minQ.back()%e.cap] >= p {
+			w.minQ.popBack()
+		}
+		w.minQ.pushBack(s)
+		for !w.maxQ.empty() && e.p[w.maxQ.back()%e.cap] <= p {
+			w.maxQ.popBack()
+		}
+		w.maxQ.pushBack(s)
+		// Drop what fell out of the window in time.
+		for w.start < s && t-e.times[w.start%e.cap] > w.span {
+			old := e.p[w.start%e.cap]
+			w.sum -= old
+			w.sumSq -= old * old
+			w.start++
+		}
+		for w.minQ.front() < w.start {
+			w.minQ.popFront()
+		}
+		for w.maxQ.front() < w.start {
+			w.maxQ.popFront()
+		}
+		if s%4096 == 4095 {
+			// Recompute the running sums now and then, so that rounding
+			// from months of adds and subtracts cannot pile up.
+			w.sum, w.sumSq = 0, 0
+			for j := w.start; j <= s; j++ {
+				v := e.p[j%e.cap]
+				w.sum += v
+				w.sumSq += v * v
+			}
+		}
+		n := float64(s - w.start + 1)
+		mean := w.sum / n
+		variance := w.sumSq/n - mean*mean
+		if variance < 0 || n == 1 {
+			variance = 0
+		}
+		base := iWin + 4*k
+		out[base] = float32(mean)
+		out[base+1] = float32(e.p[w.minQ.front()%e.cap])
+		out[base+2] = float32(e.p[w.maxQ.front()%e.cap])
+		out[base+3] = float32(math.Sqrt(variance))
+	}
+}
+
+// pushEnergy tracks the counter as an accumulated energy that survives
+// resets and wraps, and writes the rate (W) over the longest window.
+func (e *Extractor) pushEnergy(t int64, c float64, out []float32) {
+	if !e.eHave {
+		e.eHave, e.eLast, e.eAcc, e.eLastT = true, c, 0, t
+		e.eSeq, e.eStart = 0, 0
+	} else {
+		d := c - e.eLast
+		if d < 0 {
+			wrap := float64(e.cfg.EnergyWrap)
+			if e.eLast > 0.9*wrap && c < 0.1*wrap {
+				d = wrap - e.eLast + c // wrapped past the top
+			} else {
+				d = 0 // reset: the counter restarted near 0; count from here
+			}
+		}
+		e.eAcc += d
+		e.eLast, e.eLastT = c, t
+	}
+	s := e.eSeq
+	e.eSeq++
+	e.eTimes[s%e.cap], e.eAccs[s%e.cap] = t, e.eAcc
+	oldest := max(0, e.eSeq-e.cap)
+	span := int64(windows[nWindows-1])
+	for e.eStart < s && (e.eStart < oldest || t-e.eTimes[e.eStart%e.cap] > span) {
+		e.eStart++
+	}
+	if e.eStart == s {
+		return
+	}
+	dt := float64(t-e.eTimes[e.eStart%e.cap]) / 1e9
+	// A counter with 1 Wh resolution needs time to say anything: below a
+	// minute the rate is mostly quantisation.
+	if dt < 60 {
+		return
+	}
+	out[iERate] = float32((e.eAcc - e.eAccs[e.eStart%e.cap]) * 3600 / dt)
+}
+
+// Streams keeps one Extractor per device, for input that interleaves
+// several devices (each device's readings still in time order).
+type Streams struct {
+	set string
+	cfg Config
+	n   int
+	m   map[string]*Extractor
+}
+
+// NewStreams returns an empty set of per-device streams.
+func NewStreams(set string, cfg Config) (*Streams, error) {
+	names, err := Names(set)
+	if err != nil {
+		return nil, err
+	}
+	return &Streams{set: set, cfg: cfg, n: len(names), m: map[string]*Extractor{}}, nil
+}
+
+// NumFeatures returns the length of the vectors Push writes.
+func (s *Streams) NumFeatures() int { return s.n }
+
+// Push adds a reading of device and writes its features to out. It
+// allocates only for the first reading of a device.
+func (s *Streams) Push(device string, r power.Reading, out []float32) {
+	e, ok := s.m[device]
+	if !ok {
+		e, _ = New(s.set, s.cfg) // the set was checked by NewStreams
+		s.m[device] = e
+	}
+	e.Push(r, out)
+}
