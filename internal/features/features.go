@@ -153,8 +153,8 @@ type Extractor struct {
 	// energy counter state
 	eHave  bool
 	eLastT int64
-	eLast  float64 // last counter value
-	eAcc   float64 // Wh accumulated since eRefT
+	eLast  float64   // last counter value
+	eAcc   float64   // Wh accumulated since eRefT
 	eTimes []int64   // ring of (time, accumulated energy) pairs
 	eAccs  []float64 // for the rate over the longest window
 	eSeq   int
