@@ -152,9 +152,10 @@ func (solderModel) draw(s segment, _ time.Duration, noise float64) load {
 	return load{p: solderIdle + 0.05*noise, pf: 0.30}
 }
 
-// printerModel is a laser printer left on: a ready plateau of 11 or 15 W
-// (labelled nothing, like tracebase) and print jobs in which the fuser
-// lamp pulses at 700-890 W over 40 W of motors and electronics.
+// printerModel is a busy laser printer left on: a ready plateau of 11 or
+// 15 W (labelled nothing, like tracebase) for 15-60 s between print jobs of
+// 3-15 s in which the fuser lamp pulses at 700-890 W over 40 W of motors
+// and electronics.
 type printerModel struct{}
 
 const (
@@ -179,7 +180,7 @@ func (printerModel) next(r *rand.Rand, i int, prev segment) segment {
 		if r.Float64() < 0.3 {
 			lvl = printerReadyLow
 		}
-		return segment{end: prev.end + dur(r, 20, 90), state: stReady, level: lvl}
+		return segment{end: prev.end + dur(r, 15, 60), state: stReady, level: lvl}
 	default:
 		return segment{end: prev.end + dur(r, 3, 15), state: stJob, level: uni(r, 700, 890), phase: r.Float64()}
 	}

@@ -346,9 +346,16 @@ func (c *Circuit) loads(t time.Time, dst []drawn) []drawn {
 func (c *Circuit) At(t time.Time) power.Reading {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	voc, f := c.openCircuit(t)
 	var buf [4]drawn
-	ls := c.loads(t, buf[:0])
+	r, _ := c.state(t, buf[:0])
+	return r
+}
+
+// state computes the reading at t and the loads behind it; the caller
+// holds c.mu.
+func (c *Circuit) state(t time.Time, buf []drawn) (power.Reading, []drawn) {
+	voc, f := c.openCircuit(t)
+	ls := c.loads(t, buf)
 	vn := float64(c.cfg.Grid.Nominal)
 	z := c.cfg.Grid.Impedance
 	closed := c.relayClosed(t)
@@ -390,7 +397,7 @@ func (c *Circuit) At(t time.Time) power.Reading {
 		Frequency: power.Hertz(f),
 		PF:        power.PowerFactor(pf),
 		Has:       power.FieldVoltage | power.FieldCurrent | power.FieldPower | power.FieldFrequency | power.FieldPF,
-	}
+	}, ls
 }
 
 // Label names the appliances drawing power at t, joined by '+' in
@@ -401,14 +408,20 @@ func (c *Circuit) Label(t time.Time) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var buf [4]drawn
-	var names []string
-	for _, x := range c.loads(t, buf[:0]) {
+	return label(c.loads(t, buf[:0]))
+}
+
+func label(ls []drawn) string {
+	n := 0
+	var names [4]string
+	for _, x := range ls {
 		if x.l.active {
-			names = append(names, x.name)
+			names[n] = x.name
+			n++
 		}
 	}
-	if len(names) == 0 {
+	if n == 0 {
 		return Nothing
 	}
-	return strings.Join(names, "+")
+	return strings.Join(names[:n], "+")
 }
