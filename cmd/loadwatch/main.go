@@ -17,6 +17,7 @@ import (
 type cli struct {
 	Version versionCmd `cmd:"" help:"Print version, commit, build date and Go version."`
 	Sim     simCmd     `cmd:"" help:"Simulators: a virtual PZEM-004T meter and a labelled dataset generator."`
+	Model   modelCmd   `cmd:"" help:"Appliance classifier: train, evaluate, predict and cross-validate Random Forest models."`
 }
 
 const description = `loadwatch monitors mains power with PZEM-004T v3 meters: it reads the meters
