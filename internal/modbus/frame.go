@@ -16,14 +16,14 @@ import (
 
 // Function codes used by the PZEM-004T v3 (and common Modbus devices).
 const (
-	FuncReadHolding   byte = 0x03
-	FuncReadInput     byte = 0x04
-	FuncWriteSingle   byte = 0x06
-	FuncCalibrate     byte = 0x41 // PZEM vendor function
-	FuncResetEnergy   byte = 0x42 // PZEM vendor function
-	exceptionBit      byte = 0x80
-	maxFrameLen            = 256
-	minFrameLen            = 4 // address, function, CRC
+	FuncReadHolding byte = 0x03
+	FuncReadInput   byte = 0x04
+	FuncWriteSingle byte = 0x06
+	FuncCalibrate   byte = 0x41 // PZEM vendor function
+	FuncResetEnergy byte = 0x42 // PZEM vendor function
+	exceptionBit    byte = 0x80
+	maxFrameLen          = 256
+	minFrameLen          = 4 // address, function, CRC
 )
 
 // Addresses with a special meaning on a bus.
