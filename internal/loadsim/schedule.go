@@ -221,7 +221,7 @@ func gridAction(k Kind, s string) ([]Event, error) {
 		sign = -1
 	}
 	v, err := strconv.ParseFloat(num, 64)
-	if err != nil || num == "" || strings.ContainsAny(num, "eExXpP_") {
+	if err != nil || strings.TrimLeft(strings.TrimLeft(num, "+-"), "0123456789.") != "" {
 		return nil, fmt.Errorf("amount %q is not a plain number", amount)
 	}
 	ev := Event{Kind: k, For: For}
@@ -313,7 +313,7 @@ func (e Event) String() string {
 	return at + ":?"
 }
 
-func num(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+func num(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 
 // String gives the schedule in the syntax ParseSchedule reads, one event
 // per entry (so a set action such as laptop+solder comes back as switches).
