@@ -67,12 +67,6 @@ func rng(xs []float64, keep func(i int) bool) (lo, hi float64) {
 	return lo, hi
 }
 
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
 func TestAppliances(t *testing.T) {
 	const span = 30 * time.Minute
 	step := 100 * time.Millisecond

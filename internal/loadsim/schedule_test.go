@@ -100,7 +100,7 @@ func TestParseSchedule(t *testing.T) {
 			t.Errorf("ParseSchedule(%q): %v", tc.in, err)
 			continue
 		}
-		if got.String() != tc.want.String() || len(got.Events) != len(got.Events) {
+		if got.String() != tc.want.String() || len(got.Events) != len(tc.want.Events) {
 			t.Errorf("ParseSchedule(%q) =\n %s\nwant\n %s", tc.in, got, tc.want)
 		}
 		for i := range got.Events {
