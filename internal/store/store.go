@@ -89,6 +89,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer, when set, receives the TSDB and engine metrics.
 	Registerer prometheus.Registerer
+	// RemoteWrite, when set, is handed every sample that Append stores
+	// (its Run must be running to send them).
+	RemoteWrite *RemoteWriter
 }
 
 // Store is an open time-series database. It is safe for concurrent use.
@@ -214,11 +217,13 @@ func (s *Store) Append(ctx context.Context, batch []Sample) error {
 	}
 	app := s.db.Appender(ctx)
 	var aerr *AppendError
+	var refused []int
 	refuse := func(i int, err error) {
 		if aerr == nil {
 			aerr = &AppendError{First: err, Index: i}
 		}
 		aerr.Refused++
+		refused = append(refused, i)
 	}
 	var key []byte
 	var pending []pendingRef
@@ -257,6 +262,21 @@ func (s *Store) Append(ctx context.Context, batch []Sample) error {
 			s.cache[p.key] = p.c
 		}
 		s.mu.Unlock()
+	}
+	if rw := s.opts.RemoteWrite; rw != nil {
+		if len(refused) == 0 {
+			rw.Enqueue(batch)
+		} else {
+			kept := make([]Sample, 0, len(batch)-len(refused))
+			for i, smp := range batch {
+				if len(refused) > 0 && refused[0] == i {
+					refused = refused[1:]
+					continue
+				}
+				kept = append(kept, smp)
+			}
+			rw.Enqueue(kept)
+		}
 	}
 	if aerr != nil {
 		return aerr
