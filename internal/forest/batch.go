@@ -18,24 +18,16 @@ func (f *Forest) PredictBatch(X []float32, classes []int32, probs []float32) {
 		panic(fmt.Sprintf("forest.PredictBatch: %d values and %d probabilities for %d rows", len(X), len(probs), n))
 	}
 	acc := make([]float64, batchRows*nc)
-	leaves := make([]int32, batchRows)
+	nan := make([]bool, batchRows)
 	for start := 0; start < n; start += batchRows {
 		rows := min(batchRows, n-start)
 		clear(acc[:rows*nc])
 		xb := X[start*nf : (start+rows)*nf]
+		for r := range rows {
+			nan[r] = hasNaN(xb[r*nf : (r+1)*nf])
+		}
 		for _, root := range f.roots {
-			f.walk(root, xb, nf, leaves[:rows])
-			for r, li := range leaves[:rows] {
-				ln := &f.nodes[li]
-				a := acc[r*nc : (r+1)*nc]
-				if ln.feat == leafPure {
-					a[ln.left]++
-				} else {
-					for c, p := range f.values[ln.left : int(ln.left)+nc] {
-						a[c] += p
-					}
-				}
-			}
+			f.walkRows(root, xb, nf, acc, nan[:rows])
 		}
 		for r := range rows {
 			a := acc[r*nc : (r+1)*nc]
@@ -51,44 +43,68 @@ func (f *Forest) PredictBatch(X []float32, classes []int32, probs []float32) {
 	}
 }
 
-// walk finds the leaf of one tree for each row of xb, four rows at a time so
-// that their independent walks overlap in the CPU.
-func (f *Forest) walk(root int32, xb []float32, nf int, leaves []int32) {
+// walkRows walks one tree for every row of xb, eight rows at a time so that
+// their independent walks overlap in the CPU, and adds each row's leaf
+// distribution to its accumulator in acc. Rows holding a NaN take the
+// slower stepNaN path.
+func (f *Forest) walkRows(root int32, xb []float32, nf int, acc []float64, nan []bool) {
 	nodes := f.nodes
-	rows := len(leaves)
+	nc := f.nClasses
+	rows := len(nan)
 	r := 0
-	for ; r+4 <= rows; r += 4 {
-		x0 := xb[r*nf : (r+1)*nf]
-		x1 := xb[(r+1)*nf : (r+2)*nf]
-		x2 := xb[(r+2)*nf : (r+3)*nf]
-		x3 := xb[(r+3)*nf : (r+4)*nf]
-		i0, i1, i2, i3 := root, root, root, root
+	for ; r+8 <= rows; r += 8 {
+		x := xb[r*nf : (r+8)*nf]
+		x0, x1, x2, x3 := x[0*nf:1*nf], x[1*nf:2*nf], x[2*nf:3*nf], x[3*nf:4*nf]
+		x4, x5, x6, x7 := x[4*nf:5*nf], x[5*nf:6*nf], x[6*nf:7*nf], x[7*nf:8*nf]
+		if n := nan[r : r+8]; n[0] || n[1] || n[2] || n[3] || n[4] || n[5] || n[6] || n[7] {
+			for k := range 8 {
+				f.walkOne(root, x[k*nf:(k+1)*nf], nan[r+k], acc[(r+k)*nc:(r+k+1)*nc])
+			}
+			continue
+		}
+		i0, i1, i2, i3, i4, i5, i6, i7 := root, root, root, root, root, root, root, root
 		for {
-			n0, n1, n2, n3 := &nodes[i0], &nodes[i1], &nodes[i2], &nodes[i3]
-			if n0.feat < 0 && n1.feat < 0 && n2.feat < 0 && n3.feat < 0 {
+			j0 := step(nodes, x0, i0)
+			j1 := step(nodes, x1, i1)
+			j2 := step(nodes, x2, i2)
+			j3 := step(nodes, x3, i3)
+			j4 := step(nodes, x4, i4)
+			j5 := step(nodes, x5, i5)
+			j6 := step(nodes, x6, i6)
+			j7 := step(nodes, x7, i7)
+			if (j0^i0)|(j1^i1)|(j2^i2)|(j3^i3)|(j4^i4)|(j5^i5)|(j6^i6)|(j7^i7) == 0 {
 				break
 			}
-			i0 = step(n0, x0, i0)
-			i1 = step(n1, x1, i1)
-			i2 = step(n2, x2, i2)
-			i3 = step(n3, x3, i3)
+			i0, i1, i2, i3, i4, i5, i6, i7 = j0, j1, j2, j3, j4, j5, j6, j7
 		}
-		leaves[r], leaves[r+1], leaves[r+2], leaves[r+3] = i0, i1, i2, i3
+		a := acc[r*nc : (r+8)*nc]
+		f.addLeaf(i0, a[0*nc:1*nc])
+		f.addLeaf(i1, a[1*nc:2*nc])
+		f.addLeaf(i2, a[2*nc:3*nc])
+		f.addLeaf(i3, a[3*nc:4*nc])
+		f.addLeaf(i4, a[4*nc:5*nc])
+		f.addLeaf(i5, a[5*nc:6*nc])
+		f.addLeaf(i6, a[6*nc:7*nc])
+		f.addLeaf(i7, a[7*nc:8*nc])
 	}
 	for ; r < rows; r++ {
-		leaves[r] = f.leafOf(root, xb[r*nf:(r+1)*nf])
+		f.walkOne(root, xb[r*nf:(r+1)*nf], nan[r], acc[r*nc:(r+1)*nc])
 	}
 }
 
-// step moves one node down (a leaf stays where it is).
-func step(n *node, x []float32, i int32) int32 {
-	ft := n.feat
-	if ft < 0 {
-		return i
+func (f *Forest) walkOne(i int32, x []float32, nan bool, acc []float64) {
+	nodes := f.nodes
+	for {
+		var j int32
+		if nan {
+			j = stepNaN(nodes, x, i)
+		} else {
+			j = step(nodes, x, i)
+		}
+		if j == i {
+			break
+		}
+		i = j
 	}
-	v := x[ft&featMask]
-	if v <= n.thr || (v != v && ft&nanLeftBit != 0) {
-		return n.left
-	}
-	return n.right
+	f.addLeaf(i, acc)
 }

@@ -12,32 +12,88 @@
 package forest
 
 import (
+	"math"
 	"sync"
 )
 
-// Node encoding in the flattened array.
+// Node encoding in the flattened array: 16 bytes a node, trees stored one
+// after the other, each in pre-order, so a split's left child is always the
+// next node and only the right child is stored.
 //
-// A split node has feat >= 0: the low 30 bits are the feature index and
-// nanLeftBit says that a missing value (NaN) goes to the left child. left
-// and right are indices into Forest.nodes.
+// A split node has leafBit clear: the low 30 bits of feat are the feature
+// index and nanLeftBit says that a missing value (NaN) goes left.
 //
-// A leaf has feat = leafPure (left holds the one class with probability 1)
-// or feat = leafMixed (left holds the offset of its class distribution in
-// Forest.values).
+// A leaf has leafBit set, feature 0, a NaN threshold and right = its own
+// index: "x <= NaN" is false for every x, so stepping a leaf again stays on
+// it and the walkers need no leaf test per step, only "did anyone move".
+// leaf holds the class with probability 1 (>= 0) or -1-offset of its
+// class distribution in Forest.values.
 const (
+	leafBit     = 1 << 31
 	nanLeftBit  = 1 << 30
-	featMask    = nanLeftBit - 1
-	leafPure    = -1
-	leafMixed   = -2
+	featMask    = 1<<30 - 1
 	maxFeatures = featMask // largest feature count the encoding allows
 	stackProbs  = 64       // class counts up to this use a stack accumulator
 )
 
 type node struct {
-	feat  int32
 	thr   float32
-	left  int32
+	feat  uint32
 	right int32
+	leaf  int32
+}
+
+func splitNode(feature int, nanLeft bool, thr float32, right int32) node {
+	ft := uint32(feature)
+	if nanLeft {
+		ft |= nanLeftBit
+	}
+	return node{feat: ft, thr: thr, right: right}
+}
+
+func pureLeaf(self int32, class int) node {
+	return node{feat: leafBit, thr: float32(math.NaN()), right: self, leaf: int32(class)}
+}
+
+func mixedLeaf(self int32, offset int) node {
+	return node{feat: leafBit, thr: float32(math.NaN()), right: self, leaf: int32(-1 - offset)}
+}
+
+func (n *node) isLeaf() bool  { return n.feat&leafBit != 0 }
+func (n *node) feature() int  { return int(n.feat & featMask) }
+func (n *node) nanLeft() bool { return n.feat&nanLeftBit != 0 }
+func (n *node) isMixed() bool { return n.leaf < 0 }
+func (n *node) offset() int   { return int(-1 - n.leaf) }
+
+// step moves from node i one level down for a row x without NaN; a leaf
+// stays where it is. The compiler turns it into a conditional move.
+func step(nodes []node, x []float32, i int32) int32 {
+	n := &nodes[i]
+	j := i + 1
+	if !(x[n.feat&featMask] <= n.thr) {
+		j = n.right
+	}
+	return j
+}
+
+// stepNaN is step for a row that may hold NaN: a NaN goes to the side the
+// node learned.
+func stepNaN(nodes []node, x []float32, i int32) int32 {
+	n := &nodes[i]
+	v := x[n.feat&featMask]
+	if v <= n.thr || (v != v && n.feat&nanLeftBit != 0) {
+		return i + 1
+	}
+	return n.right
+}
+
+func hasNaN(x []float32) bool {
+	for _, v := range x {
+		if v != v {
+			return true
+		}
+	}
+	return false
 }
 
 // Forest is a trained (or imported) Random Forest. It is safe for
@@ -73,56 +129,67 @@ func (f *Forest) Importances() []float64 {
 	return out
 }
 
-// leafOf walks one tree from root and returns the leaf's node index.
-func (f *Forest) leafOf(root int32, x []float32) int32 {
-	nodes := f.nodes
-	i := root
-	for {
-		n := &nodes[i]
-		ft := n.feat
-		if ft < 0 {
-			return i
-		}
-		v := x[ft&featMask]
-		if v <= n.thr || (v != v && ft&nanLeftBit != 0) {
-			i = n.left
-		} else {
-			i = n.right
-		}
+// addLeaf adds leaf node li's class distribution to acc.
+func (f *Forest) addLeaf(li int32, acc []float64) {
+	l := f.nodes[li].leaf
+	if l >= 0 {
+		acc[l]++
+		return
+	}
+	off := int(-1 - l)
+	for c, v := range f.values[off : off+len(acc)] {
+		acc[c] += v
 	}
 }
 
 // accumulate adds every tree's class distribution for x to acc (length
 // nClasses, zeroed by the caller), tree by tree in order: the same order
-// of float64 additions as scikit-learn's predict_proba.
+// of float64 additions as scikit-learn's predict_proba. It walks four trees
+// at once so that their independent memory loads overlap.
 func (f *Forest) accumulate(x []float32, acc []float64) {
 	nodes := f.nodes
-	values := f.values
-	nc := f.nClasses
-	for _, root := range f.roots {
-		i := root
+	roots := f.roots
+	if hasNaN(x) {
+		for _, i := range roots {
+			for {
+				j := stepNaN(nodes, x, i)
+				if j == i {
+					break
+				}
+				i = j
+			}
+			f.addLeaf(i, acc)
+		}
+		return
+	}
+	t := 0
+	for ; t+4 <= len(roots); t += 4 {
+		i0, i1, i2, i3 := roots[t], roots[t+1], roots[t+2], roots[t+3]
 		for {
-			n := &nodes[i]
-			ft := n.feat
-			if ft < 0 {
+			j0 := step(nodes, x, i0)
+			j1 := step(nodes, x, i1)
+			j2 := step(nodes, x, i2)
+			j3 := step(nodes, x, i3)
+			if (j0^i0)|(j1^i1)|(j2^i2)|(j3^i3) == 0 {
 				break
 			}
-			v := x[ft&featMask]
-			if v <= n.thr || (v != v && ft&nanLeftBit != 0) {
-				i = n.left
-			} else {
-				i = n.right
-			}
+			i0, i1, i2, i3 = j0, j1, j2, j3
 		}
-		n := &nodes[i]
-		if n.feat == leafPure {
-			acc[n.left]++
-		} else {
-			vals := values[n.left : int(n.left)+nc]
-			for c, p := range vals {
-				acc[c] += p
+		f.addLeaf(i0, acc)
+		f.addLeaf(i1, acc)
+		f.addLeaf(i2, acc)
+		f.addLeaf(i3, acc)
+	}
+	for ; t < len(roots); t++ {
+		i := roots[t]
+		for {
+			j := step(nodes, x, i)
+			if j == i {
+				break
 			}
+			i = j
 		}
+		f.addLeaf(i, acc)
 	}
 }
 

@@ -183,26 +183,26 @@ func (f *Forest) toJSON() *forestJSON {
 			MissingLeft: make([]int8, len(nodes)),
 		}
 		for i, n := range nodes {
-			switch n.feat {
-			case leafPure:
+			switch {
+			case n.isLeaf() && !n.isMixed():
 				tj.Feature[i], tj.Left[i], tj.Right[i] = -1, -1, -1
 				for c := range nc {
 					v := 0.0
-					if c == int(n.left) {
+					if c == int(n.leaf) {
 						v = 1
 					}
 					tj.Value = append(tj.Value, v)
 				}
-			case leafMixed:
+			case n.isLeaf():
 				tj.Feature[i], tj.Left[i], tj.Right[i] = -1, -1, -1
-				tj.Value = append(tj.Value, f.values[n.left:int(n.left)+nc]...)
+				tj.Value = append(tj.Value, f.values[n.offset():n.offset()+nc]...)
 			default:
-				tj.Feature[i] = n.feat & featMask
-				if n.feat&nanLeftBit != 0 {
+				tj.Feature[i] = int32(n.feature())
+				if n.nanLeft() {
 					tj.MissingLeft[i] = 1
 				}
 				tj.Threshold[i] = n.thr
-				tj.Left[i] = n.left - root
+				tj.Left[i] = int32(i + 1)
 				tj.Right[i] = n.right - root
 			}
 		}
@@ -211,7 +211,8 @@ func (f *Forest) toJSON() *forestJSON {
 	return fj
 }
 
-// build checks a decoded forest and flattens it.
+// build checks a decoded forest and flattens it, renumbering each tree in
+// pre-order (scikit-learn's depth-first trees already are).
 func (fj *forestJSON) build() (*Forest, error) {
 	nf, nc := fj.NFeatures, fj.NClasses
 	if nf < 1 || nf > maxFeatures {
@@ -246,35 +247,28 @@ func (fj *forestJSON) build() (*Forest, error) {
 	f := &Forest{nFeatures: nf, nClasses: nc, nodes: make([]node, 0, total), roots: make([]int32, 0, len(fj.Trees))}
 	f.importances = make([]float64, nf)
 	copy(f.importances, fj.Importances)
-	parents := make([]uint8, 0)
+	var parents []uint8
+	var leafNo, newIdx, order, stack []int32
 	for t, tj := range fj.Trees {
 		n := len(tj.Feature)
-		base := int32(len(f.nodes))
-		f.roots = append(f.roots, base)
 		parents = append(parents[:0], make([]uint8, n)...)
-		leaf := 0
+		leafNo = append(leafNo[:0], make([]int32, n)...)
+		leaves := 0
 		for i := range n {
 			ft, l, r := tj.Feature[i], tj.Left[i], tj.Right[i]
 			if ft == -1 {
 				if l != -1 || r != -1 {
 					return nil, fmt.Errorf("forest: %w: tree %d node %d: leaf with children %d, %d", ErrCorrupt, t, i, l, r)
 				}
-				if (leaf+1)*nc > len(tj.Value) {
-					return nil, fmt.Errorf("forest: %w: tree %d: leaf values end early at node %d", ErrCorrupt, t, i)
-				}
-				nd, err := f.leafNode(tj.Value[leaf*nc : (leaf+1)*nc])
-				if err != nil {
-					return nil, fmt.Errorf("forest: %w: tree %d node %d: %w", ErrCorrupt, t, i, err)
-				}
-				f.nodes = append(f.nodes, nd)
-				leaf++
+				leafNo[i] = int32(leaves)
+				leaves++
 				continue
 			}
 			if ft < 0 || int(ft) >= nf {
 				return nil, fmt.Errorf("forest: %w: tree %d node %d: feature %d of %d", ErrCorrupt, t, i, ft, nf)
 			}
-			// Children come after their parent: no cycles, and every node
-			// but the root must have exactly one parent.
+			// Children come after their parent (so there is no cycle) and
+			// every node but the root has exactly one parent.
 			if l <= int32(i) || int(l) >= n || r <= int32(i) || int(r) >= n || l == r {
 				return nil, fmt.Errorf("forest: %w: tree %d node %d: children %d, %d out of range (%d nodes)", ErrCorrupt, t, i, l, r, n)
 			}
@@ -283,34 +277,53 @@ func (fj *forestJSON) build() (*Forest, error) {
 			if parents[l] > 1 || parents[r] > 1 {
 				return nil, fmt.Errorf("forest: %w: tree %d node %d: a child has two parents", ErrCorrupt, t, i)
 			}
-			thr := tj.Threshold[i]
-			if thr != thr {
+			if thr := tj.Threshold[i]; thr != thr {
 				return nil, fmt.Errorf("forest: %w: tree %d node %d: NaN threshold", ErrCorrupt, t, i)
 			}
-			m := tj.MissingLeft[i]
-			if m != 0 && m != 1 {
+			if m := tj.MissingLeft[i]; m != 0 && m != 1 {
 				return nil, fmt.Errorf("forest: %w: tree %d node %d: missing_left %d", ErrCorrupt, t, i, m)
 			}
-			enc := ft
-			if m == 1 {
-				enc |= nanLeftBit
-			}
-			f.nodes = append(f.nodes, node{feat: enc, thr: thr, left: l + base, right: r + base})
 		}
 		for i := 1; i < n; i++ {
 			if parents[i] != 1 {
 				return nil, fmt.Errorf("forest: %w: tree %d node %d: unreachable", ErrCorrupt, t, i)
 			}
 		}
-		if leaf*nc != len(tj.Value) {
-			return nil, fmt.Errorf("forest: %w: tree %d: %d leaf values for %d leaves of %d classes", ErrCorrupt, t, len(tj.Value), leaf, nc)
+		if leaves*nc != len(tj.Value) {
+			return nil, fmt.Errorf("forest: %w: tree %d: %d leaf values for %d leaves of %d classes", ErrCorrupt, t, len(tj.Value), leaves, nc)
+		}
+		// Pre-order: a node, its left subtree, its right subtree.
+		order, stack = order[:0], append(stack[:0], 0)
+		newIdx = append(newIdx[:0], make([]int32, n)...)
+		for len(stack) > 0 {
+			i := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			newIdx[i] = int32(len(order))
+			order = append(order, i)
+			if tj.Feature[i] != -1 {
+				stack = append(stack, tj.Right[i], tj.Left[i])
+			}
+		}
+		base := int32(len(f.nodes))
+		f.roots = append(f.roots, base)
+		for k, i := range order {
+			if tj.Feature[i] == -1 {
+				v := tj.Value[int(leafNo[i])*nc : int(leafNo[i]+1)*nc]
+				nd, err := f.loadLeaf(base+int32(k), v)
+				if err != nil {
+					return nil, fmt.Errorf("forest: %w: tree %d node %d: %w", ErrCorrupt, t, i, err)
+				}
+				f.nodes = append(f.nodes, nd)
+				continue
+			}
+			f.nodes = append(f.nodes, splitNode(int(tj.Feature[i]), tj.MissingLeft[i] == 1, tj.Threshold[i], base+newIdx[tj.Right[i]]))
 		}
 	}
 	return f, nil
 }
 
-// leafNode encodes a leaf distribution: one-hot becomes a pure leaf.
-func (f *Forest) leafNode(v []float64) (node, error) {
+// loadLeaf encodes leaf self's distribution: one-hot becomes a pure leaf.
+func (f *Forest) loadLeaf(self int32, v []float64) (node, error) {
 	s, only, nonzero := 0.0, 0, 0
 	for c, p := range v {
 		if math.IsNaN(p) || math.IsInf(p, 0) || p < 0 || p > 1 {
@@ -326,14 +339,14 @@ func (f *Forest) leafNode(v []float64) (node, error) {
 		return node{}, fmt.Errorf("class probabilities sum to %v", s)
 	}
 	if nonzero == 1 && v[only] == 1 {
-		return node{feat: leafPure, left: int32(only)}, nil
+		return pureLeaf(self, only), nil
 	}
-	off := int32(len(f.values))
-	if int(off)+len(v) > math.MaxInt32 {
+	off := len(f.values)
+	if off+len(v) > math.MaxInt32 {
 		return node{}, errors.New("too many leaf values")
 	}
 	f.values = append(f.values, v...)
-	return node{feat: leafMixed, left: off}, nil
+	return mixedLeaf(self, off), nil
 }
 
 // HashDataset returns a SHA-256 over the dataset's shape, names, values and

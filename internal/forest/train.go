@@ -366,13 +366,12 @@ func (b *builder) build(start, end, depth int) int32 {
 	b.t.imp[sp.feat] += wsum*gini - sp.wl*gl - sp.wr*gr
 
 	nl := b.partition(start, end, sp)
-	ft := int32(sp.feat)
-	if sp.nanLeft {
-		ft |= nanLeftBit
-	}
 	l := b.build(start, start+nl, depth+1)
 	r := b.build(start+nl, end, depth+1)
-	b.t.nodes[idx] = node{feat: ft, thr: sp.thr, left: l, right: r}
+	if l != idx+1 {
+		panic("forest: tree not in pre-order")
+	}
+	b.t.nodes[idx] = splitNode(sp.feat, sp.nanLeft, sp.thr, r)
 	return idx
 }
 
@@ -385,14 +384,14 @@ func (b *builder) leaf(idx int32, tot []float64, wsum float64) {
 		}
 	}
 	if nonzero == 1 {
-		b.t.nodes[idx] = node{feat: leafPure, left: int32(only)}
+		b.t.nodes[idx] = pureLeaf(idx, only)
 		return
 	}
 	off := int32(len(b.t.values))
 	for _, w := range tot {
 		b.t.values = append(b.t.values, w/wsum)
 	}
-	b.t.nodes[idx] = node{feat: leafMixed, left: off}
+	b.t.nodes[idx] = mixedLeaf(idx, int(off))
 }
 
 // findSplit tries up to MaxFeatures non-constant features, drawn at random,
@@ -547,25 +546,19 @@ func assemble(nf, nc int, trees []*tree) *Forest {
 	f.nodes = make([]node, 0, total)
 	f.values = make([]float64, 0, vals)
 	f.roots = make([]int32, 0, len(trees))
-	counted := 0
 	for _, t := range trees {
 		base := int32(len(f.nodes))
 		vbase := int32(len(f.values))
 		f.roots = append(f.roots, base)
 		for _, n := range t.nodes {
-			switch n.feat {
-			case leafPure:
-			case leafMixed:
-				n.left += vbase
-			default:
-				n.left += base
-				n.right += base
+			if n.isLeaf() && n.isMixed() {
+				n = mixedLeaf(n.right, n.offset()+int(vbase))
 			}
+			n.right += base
 			f.nodes = append(f.nodes, n)
 		}
 		f.values = append(f.values, t.values...)
 		if len(t.nodes) > 1 {
-			counted++
 			for i, v := range t.imp {
 				f.importances[i] += v
 			}

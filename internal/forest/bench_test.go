@@ -1,0 +1,56 @@
+package forest
+
+import (
+	"context"
+	"sync"
+	"testing"
+)
+
+var benchOnce = sync.OnceValues(func() (Dataset, *Forest) {
+	d := synthetic(2452, 1, 0)
+	f, err := Train(context.Background(), d, DefaultConfig())
+	if err != nil {
+		panic(err)
+	}
+	return d, f
+})
+
+// BenchmarkTrain trains 100 trees on the 2,452-row synthetic set with all
+// cores (GOMAXPROCS).
+func BenchmarkTrain(b *testing.B) {
+	d := synthetic(2452, 1, 0)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Train(context.Background(), d, DefaultConfig()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPredict is one single-row prediction with the 100-tree forest.
+func BenchmarkPredict(b *testing.B) {
+	d, f := benchOnce()
+	rows := d.Rows()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		f.Predict(d.X[i*d.NFeatures : (i+1)*d.NFeatures])
+		i++
+		if i == rows {
+			i = 0
+		}
+	}
+}
+
+// BenchmarkPredictBatch predicts the whole 2,452-row set per iteration on
+// one goroutine; rows/s is reported.
+func BenchmarkPredictBatch(b *testing.B) {
+	d, f := benchOnce()
+	classes := make([]int32, d.Rows())
+	probs := make([]float32, d.Rows()*f.NumClasses())
+	b.ReportAllocs()
+	for b.Loop() {
+		f.PredictBatch(d.X, classes, probs)
+	}
+	b.ReportMetric(float64(b.N*d.Rows())/b.Elapsed().Seconds(), "rows/s")
+}
