@@ -15,6 +15,7 @@ package loadsim
 import (
 	"math"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -181,8 +182,10 @@ func (c *Circuit) Relay() bool {
 	return c.relay[len(c.relay)-1].closed
 }
 
-// Inject starts a grid event (surge, sag, frequency excursion) at t.
+// Inject starts a grid event (surge, sag, frequency excursion) at t. An
+// event longer than 24 h is cut to 24 h.
 func (c *Circuit) Inject(e GridEvent, t time.Time) {
+	e.For = min(e.For, maxEventFor)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.injected = insertSorted(c.injected, gridEv{t, e}, func(e gridEv) time.Time { return e.t })
@@ -197,14 +200,11 @@ func insertSorted[E any](s []E, e E, key func(E) time.Time) []E {
 }
 
 func (c *Circuit) relayClosed(t time.Time) bool {
-	closed := true
-	for _, e := range c.relay {
-		if e.t.After(t) {
-			break
-		}
-		closed = e.closed
+	i := sort.Search(len(c.relay), func(i int) bool { return c.relay[i].t.After(t) })
+	if i == 0 {
+		return true
 	}
-	return closed
+	return c.relay[i-1].closed
 }
 
 // lastSwitch finds the switch of an appliance in effect at t: from the
@@ -273,11 +273,10 @@ func (c *Circuit) gridOffset(t time.Time) (dv, df float64) {
 			}
 		}
 	}
-	for _, g := range c.injected {
-		if g.t.After(t) {
-			break
-		}
-		add(g.e, g.t)
+	// Injected events last at most maxEventFor: look back that far only.
+	i := sort.Search(len(c.injected), func(i int) bool { return c.injected[i].t.After(t) })
+	for i--; i >= 0 && t.Sub(c.injected[i].t) < maxEventFor; i-- {
+		add(c.injected[i].e, c.injected[i].t)
 	}
 	return dv, df
 }
