@@ -209,7 +209,9 @@ func TestRetriesAndCounters(t *testing.T) {
 		{"crc", pzemtest.Faults{CRC: 1}, func(s pzem.Stats, c pzemtest.FaultCounts) bool { return s.CRCErrors == 3 && c.CRC == 3 }, modbus.ErrCRC},
 		{"silence", pzemtest.Faults{Silence: 1}, func(s pzem.Stats, c pzemtest.FaultCounts) bool { return s.Timeouts == 3 && c.Silence == 3 }, modbus.ErrTimeout},
 		{"short", pzemtest.Faults{Short: 1}, func(s pzem.Stats, c pzemtest.FaultCounts) bool { return s.ShortFrames == 3 && c.Short == 3 }, modbus.ErrShortFrame},
-		{"slip", pzemtest.Faults{Slip: 1}, func(s pzem.Stats, c pzemtest.FaultCounts) bool { return s.Resyncs == 1 && s.Replies == 1 && c.Slip == 1 }, nil},
+		{"slip", pzemtest.Faults{Slip: 1}, func(s pzem.Stats, c pzemtest.FaultCounts) bool {
+			return s.Resyncs == 1 && s.Replies == 1 && c.Slip == 1
+		}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -141,6 +141,17 @@ func (b *Bus) Counts() FaultCounts {
 	return b.counts
 }
 
+// SetFaults changes the fault rates from now on.
+func (b *Bus) SetFaults(f Faults) error {
+	if err := f.Validate(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.faults = f
+	b.mu.Unlock()
+	return nil
+}
+
 // Meters returns the meters on the bus.
 func (b *Bus) Meters() []*Meter { return b.meters }
 
@@ -176,6 +187,9 @@ func (b *Bus) Handle(req modbus.Frame) ([]byte, time.Duration) {
 	}
 	u := b.rng.Float64()
 	f := b.faults
+	if f == (Faults{}) {
+		return wire, lat
+	}
 	switch {
 	case u < f.CRC:
 		b.counts.CRC++
