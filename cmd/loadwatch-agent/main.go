@@ -18,7 +18,9 @@ import (
 )
 
 type cli struct {
-	Version versionCmd `cmd:"" help:"Print version, commit, build date and Go version."`
+	Version  versionCmd  `cmd:"" help:"Print version, commit, build date and Go version."`
+	Update   updateCmd   `cmd:"" help:"Check for a signed update now and apply it (download, verify, swap, restart, health check, rollback)."`
+	OtaGuard otaGuardCmd `cmd:"" name:"ota-guard" help:"Supervisor pre-start hook: finish an interrupted update, roll back a new version that keeps failing."`
 }
 
 type versionCmd struct {

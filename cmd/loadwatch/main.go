@@ -18,6 +18,7 @@ type cli struct {
 	Version versionCmd `cmd:"" help:"Print version, commit, build date and Go version."`
 	Sim     simCmd     `cmd:"" help:"Simulators: a virtual PZEM-004T meter and a labelled dataset generator."`
 	Model   modelCmd   `cmd:"" help:"Appliance classifier: train, evaluate, predict and cross-validate Random Forest models."`
+	Ota     otaCmd     `cmd:"" help:"Over-the-air updates: signing keys, publish signed releases, staged rollout (list, promote, halt), serve."`
 }
 
 const description = `loadwatch monitors mains power with PZEM-004T v3 meters: it reads the meters
