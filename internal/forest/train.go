@@ -488,6 +488,11 @@ func (b *builder) findSplit(start, end int, wsum float64) (split, bool) {
 	}
 	seg := b.s[best.feat*b.m+start : best.feat*b.m+end]
 	col := p.xc[best.feat*p.n : (best.feat+1)*p.n]
+	if last := col[seg[len(seg)-1]]; last == last {
+		// No NaN reached this node on this feature: a NaN met in prediction
+		// follows the heavier side.
+		best.nanLeft = best.wl > best.wr
+	}
 	a := col[seg[best.pos]]
 	best.thr = a
 	if best.pos+1 < len(seg) {
