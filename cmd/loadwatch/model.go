@@ -278,10 +278,11 @@ func (c *modelPredictCmd) Run(ctx context.Context) error {
 type modelReportCmd struct {
 	Data     []string      `required:"" sep:"," help:"Labelled readings CSV file(s), comma separated."`
 	CV       int           `name:"cv" default:"5" help:"Number of time-blocked folds."`
-	Scheme   string        `default:"class-blocks" enum:"class-blocks,device-blocks" help:"class-blocks: each (device, label) run of rows is cut in time order into K blocks, so every class is trained on in every fold; device-blocks: each device's rows are cut into K time blocks."`
-	Purge    time.Duration `default:"60s" help:"Keep training rows within this time of a test block of the same group out of that fold's training."`
+	Scheme   string        `default:"runs" enum:"runs,class-blocks,device-blocks" help:"runs: whole runs (episodes of one label on one device) are held out, a class with fewer than K runs is split within; class-blocks: the rows of each (device, label) are cut in time order into K blocks; device-blocks: each device's rows are cut into K time blocks."`
+	Purge    time.Duration `default:"10s" help:"Keep training rows within this time of a test block of the same group out of that fold's training."`
 	JSON     bool          `name:"json" help:"Print the result as JSON."`
 	FoldsOut string        `help:"Write the fold assignment (line,device,fold,excluded) to this CSV file, for tools/eval."`
+	Without  []string      `sep:"," help:"Ablation: treat these features (names, or prefixes ending in *) as not measured."`
 	forestFlags
 }
 
@@ -292,6 +293,9 @@ func (c *modelReportCmd) Run(ctx context.Context) error {
 	}
 	d, err := classify.BuildDataset(c.Features, c.featureConfig(), rows)
 	if err != nil {
+		return err
+	}
+	if err := classify.Mask(&d, c.Without); err != nil {
 		return err
 	}
 	folds, err := classify.MakeFolds(rows, c.CV, c.Scheme, c.Purge)

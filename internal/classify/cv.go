@@ -21,7 +21,18 @@ const (
 	// contiguous blocks. A class that lives in one stretch of time may
 	// then be missing from training in some folds.
 	SchemeDeviceBlocks = "device-blocks"
+	// SchemeRuns holds out whole runs: a run is a stretch of one device's
+	// rows with one label (broken by a gap longer than RunGap). A class
+	// with at least K runs has its runs, in file order, dealt to the K
+	// folds as contiguous groups of about equal row count, so every test
+	// row belongs to an episode the forest never saw any part of. A class
+	// with fewer runs than K (one contiguous block, or one episode per
+	// device) is split within, as in SchemeClassBlocks.
+	SchemeRuns = "runs"
 )
+
+// RunGap is the gap between two readings of a device that ends a run.
+const RunGap = 30 * time.Second
 
 // Folds is a time-blocked fold assignment.
 type Folds struct {
@@ -46,7 +57,7 @@ func MakeFolds(rows []readingscsv.Row, k int, scheme string, purge time.Duration
 	}
 	key := func(r readingscsv.Row) string { return r.Device + "\x00" + r.Label }
 	switch scheme {
-	case SchemeClassBlocks:
+	case SchemeClassBlocks, SchemeRuns:
 	case SchemeDeviceBlocks:
 		key = func(r readingscsv.Row) string { return r.Device }
 	default:
@@ -62,11 +73,17 @@ func MakeFolds(rows []readingscsv.Row, k int, scheme string, purge time.Duration
 		groups[g] = append(groups[g], i)
 	}
 	f := &Folds{K: k, Scheme: scheme, Purge: purge, Test: make([]int32, len(rows)), Excluded: make([]uint64, len(rows))}
+	whole := map[string]bool{} // labels dealt out as whole runs
+	if scheme == SchemeRuns {
+		whole = dealRuns(rows, k, f.Test)
+	}
 	for _, g := range order {
 		idx := groups[g]
 		n := len(idx)
-		for j, i := range idx {
-			f.Test[i] = int32(j * k / n)
+		if !whole[rows[idx[0]].Label] {
+			for j, i := range idx {
+				f.Test[i] = int32(j * k / n)
+			}
 		}
 		if purge <= 0 {
 			continue
@@ -90,6 +107,57 @@ func MakeFolds(rows []readingscsv.Row, k int, scheme string, purge time.Duration
 		}
 	}
 	return f, nil
+}
+
+// dealRuns assigns whole runs to folds for every label with at least k
+// runs, and returns those labels.
+func dealRuns(rows []readingscsv.Row, k int, test []int32) map[string]bool {
+	type run struct{ start, n int }
+	type devState struct {
+		label string
+		t     time.Time
+		run   int // index into runs[label]
+	}
+	runs := map[string][]run{}
+	member := make([]int, len(rows)) // run index within its label
+	last := map[string]*devState{}
+	for i, r := range rows {
+		st := last[r.Device]
+		if st == nil || st.label != r.Label || r.Reading.Time.Sub(st.t) > RunGap {
+			runs[r.Label] = append(runs[r.Label], run{start: i})
+			st = &devState{label: r.Label, run: len(runs[r.Label]) - 1}
+			last[r.Device] = st
+		}
+		st.t = r.Reading.Time
+		runs[r.Label][st.run].n++
+		member[i] = st.run
+	}
+	whole := map[string]bool{}
+	foldOf := map[string][]int32{}
+	for label, rs := range runs {
+		if len(rs) < k {
+			continue
+		}
+		whole[label] = true
+		total := 0
+		for _, r := range rs {
+			total += r.n
+		}
+		cum := 0
+		fo := make([]int32, len(rs))
+		for j, r := range rs {
+			// The fold is where the middle of the run falls.
+			fo[j] = int32(min(k-1, (2*cum+r.n)*k/(2*total)))
+			cum += r.n
+		}
+		foldOf[label] = fo
+	}
+	for i, r := range rows {
+		if whole[r.Label] {
+			test[i] = foldOf[r.Label][member[i]]
+		}
+	}
+	return whole
 }
 
 // Train reports whether row i is in fold k's training part.

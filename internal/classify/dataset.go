@@ -8,6 +8,8 @@ package classify
 import (
 	"errors"
 	"fmt"
+	"math"
+	"strings"
 	"os"
 	"slices"
 
@@ -130,6 +132,26 @@ func CheckModel(m *forest.Model) error {
 	}
 	if m.Forest.NumClasses() != len(m.Classes) {
 		return fmt.Errorf("model forest has %d classes, names %d", m.Forest.NumClasses(), len(m.Classes))
+	}
+	return nil
+}
+
+// Mask sets the named features of d to NaN (not measured) in every row, for
+// ablation studies. A name ending in '*' is a prefix.
+func Mask(d *forest.Dataset, names []string) error {
+	for _, name := range names {
+		hit := false
+		for j, f := range d.Features {
+			if f == name || (strings.HasSuffix(name, "*") && strings.HasPrefix(f, strings.TrimSuffix(name, "*"))) {
+				hit = true
+				for i := 0; i < d.Rows(); i++ {
+					d.X[i*d.NFeatures+j] = float32(math.NaN())
+				}
+			}
+		}
+		if !hit {
+			return fmt.Errorf("mask: no feature %q in %v", name, d.Features)
+		}
 	}
 	return nil
 }

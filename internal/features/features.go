@@ -9,8 +9,11 @@
 // exist:
 //
 //   - "lw1": instantaneous quantities, apparent and reactive power, steps,
-//     rolling statistics of P over fixed time windows (10 s, 60 s, 300 s),
-//     an energy rate from counter differences and a switching-event tracker.
+//     rolling statistics of P over fixed time windows (mean, min, max and
+//     standard deviation over 10 s; standard deviation over 60 s and 300 s),
+//     an energy rate from counter differences, the last switching event in
+//     the (dP, dQ) plane and a state tracker that counts loads switched on
+//     per step-size bin (st_<W>w).
 //     It never contains the raw cumulative energy counter.
 //   - "legacy": the raw [power, energy] pair of the original Flask service,
 //     kept only for models imported from scikit-learn or trained for the
@@ -43,10 +46,24 @@ var lw1Names = []string{
 	"p_norm", "s", "q",
 	"dp", "dq", "dv",
 	"p_mean_10s", "p_min_10s", "p_max_10s", "p_std_10s",
-	"p_mean_60s", "p_min_60s", "p_max_60s", "p_std_60s",
-	"p_mean_300s", "p_min_300s", "p_max_300s", "p_std_300s",
+	"p_std_60s", "p_std_300s",
 	"e_rate",
-	"ev_dp", "ev_dq", "ev_age",
+	"ev_dp", "ev_dq",
+}
+
+// The state tracker counts switching edges per step-size bin: bin b holds
+// steps of stBase*stRatio^b .. stBase*stRatio^(b+1) watts.
+const (
+	stBins  = 24
+	stBase  = 4.0
+	stRatio = 1.3335214321633240 // 10^(1/8): 3 decades in 24 bins
+	stMax   = 3                  // a bin counts at most this many loads on
+)
+
+func init() {
+	for b := 0; b < stBins; b++ {
+		lw1Names = append(lw1Names, fmt.Sprintf("st_%dw", int(math.Round(stBase*math.Pow(stRatio, float64(b))))))
+	}
 }
 
 var legacyNames = []string{"power", "energy"}
@@ -64,11 +81,11 @@ const (
 	iDP
 	iDQ
 	iDV
-	iWin   // first rolling statistic; 4 per window
-	iERate = iWin + 4*nWindows
+	iWin   // mean, min, max, std of the shortest window, then std of the others
+	iERate = iWin + 4 + nWindows - 1
 	iEvDP  = iERate + 1
 	iEvDQ  = iEvDP + 1
-	iEvAge = iEvDQ + 1
+	iSt    = iEvDQ + 1
 )
 
 // windows are the rolling-statistics spans, shortest first.
@@ -160,11 +177,15 @@ type Extractor struct {
 	eSeq   int
 	eStart int
 
+	// state tracker: an edge is a run of same-sign steps
+	edge   float64 // accumulated step of the edge in progress, 0 = none
+	edgeDQ float64
+	st     [stBins]int8
+
 	// event tracker
 	evHave bool
 	evDP   float64
 	evDQ   float64
-	evT    int64
 }
 
 // window holds the running sums and monotonic deques of one time window.
@@ -230,6 +251,32 @@ func (e *Extractor) Reset() {
 	e.eHave = false
 	e.eSeq, e.eStart = 0, 0
 	e.evHave = false
+	e.edge, e.edgeDQ = 0, 0
+	e.st = [stBins]int8{}
+}
+
+// commitEdge books a finished switching edge of step watts in the state
+// tracker: an upward step switches a load of that size on, a downward one
+// switches it off (in the same bin, or a neighbouring one when the meter's
+// averaging split the step differently).
+func (e *Extractor) commitEdge(step float64) {
+	a := math.Abs(step)
+	if a < stBase {
+		return
+	}
+	b := min(stBins-1, int(math.Log(a/stBase)/math.Log(stRatio)))
+	if step > 0 {
+		if e.st[b] < stMax {
+			e.st[b]++
+		}
+		return
+	}
+	for _, c := range [...]int{b, b - 1, b + 1} {
+		if c >= 0 && c < stBins && e.st[c] > 0 {
+			e.st[c]--
+			return
+		}
+	}
 }
 
 var nan32 = float32(math.NaN())
@@ -300,23 +347,37 @@ func (e *Extractor) Push(r power.Reading, out []float32) {
 		// relative terms.
 		if hasP && !math.IsNaN(e.prevP) {
 			d := p - e.prevP
+			dq := math.NaN()
+			if !math.IsNaN(q) && !math.IsNaN(e.prevQ) {
+				dq = q - e.prevQ
+			}
 			if math.Abs(d) >= float64(e.cfg.EventMinStep) && math.Abs(d) >= 0.05*math.Max(p, e.prevP) {
-				e.evHave, e.evDP, e.evT = true, d, t
-				e.evDQ = math.NaN()
-				if !math.IsNaN(q) && !math.IsNaN(e.prevQ) {
-					e.evDQ = q - e.prevQ
+				e.evHave, e.evDP, e.evDQ = true, d, dq
+				if e.edge != 0 && (d > 0) == (e.edge > 0) {
+					e.edge += d // the meter's averaging spread one switch over two reads
+					e.edgeDQ += dq
+				} else {
+					if e.edge != 0 {
+						e.commitEdge(e.edge)
+					}
+					e.edge, e.edgeDQ = d, dq
 				}
+			} else if e.edge != 0 {
+				e.commitEdge(e.edge)
+				e.edge, e.edgeDQ = 0, 0
 			}
 		}
 	}
 	if e.evHave {
 		out[iEvDP] = float32(e.evDP)
 		out[iEvDQ] = float32(e.evDQ)
-		out[iEvAge] = float32(float64(t-e.evT) / 1e9)
 	}
 
 	if hasP {
 		e.pushWindows(t, p, out)
+		for b, c := range e.st {
+			out[iSt+b] = float32(c)
+		}
 	}
 	if r.Is(power.FieldEnergy) {
 		e.pushEnergy(t, float64(r.Energy), out)
@@ -395,11 +456,14 @@ func (e *Extractor) pushWindows(t int64, p float64, out []float32) {
 		if variance < 0 || n == 1 {
 			variance = 0
 		}
-		base := iWin + 4*k
-		out[base] = float32(mean)
-		out[base+1] = float32(e.p[w.minQ.front()%e.cap])
-		out[base+2] = float32(e.p[w.maxQ.front()%e.cap])
-		out[base+3] = float32(math.Sqrt(variance))
+		if k == 0 {
+			out[iWin] = float32(mean)
+			out[iWin+1] = float32(e.p[w.minQ.front()%e.cap])
+			out[iWin+2] = float32(e.p[w.maxQ.front()%e.cap])
+			out[iWin+3] = float32(math.Sqrt(variance))
+		} else {
+			out[iWin+3+k] = float32(math.Sqrt(variance))
+		}
 	}
 }
 

@@ -54,8 +54,11 @@ func near(a float32, b float64) bool {
 
 func TestNames(t *testing.T) {
 	n, err := Names(SetLW1)
-	if err != nil || len(n) != iEvAge+1 {
-		t.Fatalf("lw1: %d names (want %d), %v", len(n), iEvAge+1, err)
+	if err != nil || len(n) != iSt+stBins {
+		t.Fatalf("lw1: %d names (want %d), %v", len(n), iSt+stBins, err)
+	}
+	if n[iSt] != "st_4w" || n[len(n)-1] != "st_3000w" {
+		t.Errorf("state tracker bins %s..%s", n[iSt], n[len(n)-1])
 	}
 	for _, name := range n {
 		if name == "energy" || name == "e" {
@@ -89,7 +92,8 @@ func TestInstantaneous(t *testing.T) {
 		{"s", s}, {"q", q},
 		{"dp", 200}, {"dq", q - q0}, {"dv", -10},
 		{"p_mean_10s", 300}, {"p_min_10s", 200}, {"p_max_10s", 400}, {"p_std_10s", 100},
-		{"ev_dp", 200}, {"ev_dq", q - q0}, {"ev_age", 0},
+		{"ev_dp", 200}, {"ev_dq", q - q0},
+		{"p_std_60s", 100}, {"p_std_300s", 100},
 		{"e_rate", math.NaN()},
 	}
 	for _, c := range cases {
@@ -98,7 +102,7 @@ func TestInstantaneous(t *testing.T) {
 		}
 	}
 	// The first reading has no steps.
-	for _, name := range []string{"dp", "dq", "dv", "ev_dp", "ev_age"} {
+	for _, name := range []string{"dp", "dq", "dv", "ev_dp"} {
 		if v := outs[0][idx(t, name)]; !math.IsNaN(float64(v)) {
 			t.Errorf("first reading %s = %v, want NaN", name, v)
 		}
@@ -122,11 +126,11 @@ func TestGapResets(t *testing.T) {
 	e, _ := New(SetLW1, Config{MaxGap: 10 * time.Second})
 	outs := push(t, e, []power.Reading{pOnly(0, 100), pOnly(5, 300), pOnly(100, 50)})
 	o := outs[2]
-	if !math.IsNaN(float64(o[idx(t, "dp")])) || o[idx(t, "p_mean_300s")] != 50 || o[idx(t, "p_max_300s")] != 50 {
-		t.Errorf("after the gap: dp %v, mean %v, max %v", o[idx(t, "dp")], o[idx(t, "p_mean_300s")], o[idx(t, "p_max_300s")])
+	if !math.IsNaN(float64(o[idx(t, "dp")])) || o[idx(t, "p_mean_10s")] != 50 || o[idx(t, "p_std_300s")] != 0 {
+		t.Errorf("after the gap: dp %v, mean %v, std %v", o[idx(t, "dp")], o[idx(t, "p_mean_10s")], o[idx(t, "p_std_300s")])
 	}
-	if !math.IsNaN(float64(o[idx(t, "ev_age")])) {
-		t.Errorf("event tracker survived the gap: %v", o[idx(t, "ev_age")])
+	if !math.IsNaN(float64(o[idx(t, "ev_dp")])) || o[idx(t, "st_169w")] != 0 {
+		t.Errorf("event and state tracker survived the gap: %v %v", o[idx(t, "ev_dp")], o[idx(t, "st_169w")])
 	}
 }
 
@@ -138,8 +142,8 @@ func TestEvents(t *testing.T) {
 		t.Errorf("4 W step counted as event: %v", v)
 	}
 	o := outs[4]
-	if o[idx(t, "ev_dp")] != 46 || o[idx(t, "ev_age")] != 3 {
-		t.Errorf("ev_dp %v, ev_age %v; want 46, 3", o[idx(t, "ev_dp")], o[idx(t, "ev_age")])
+	if o[idx(t, "ev_dp")] != 46 {
+		t.Errorf("ev_dp %v, want 46", o[idx(t, "ev_dp")])
 	}
 }
 
@@ -218,7 +222,13 @@ func TestWindowsMatchBruteForce(t *testing.T) {
 					ss += (v - mean) * (v - mean)
 				}
 				std := math.Sqrt(ss / float64(len(in)))
-				b := iWin + 4*k
+				if k > 0 {
+					if got := out[iWin+3+k]; math.Abs(float64(got)-std) > 0.05 {
+						t.Fatalf("cap %d reading %d window %v: std %v, want %v", capacity, n, span, got, std)
+					}
+					continue
+				}
+				b := iWin
 				if !near(out[b], mean) || !near(out[b+1], mn) || !near(out[b+2], mx) || math.Abs(float64(out[b+3])-std) > 0.05 {
 					t.Fatalf("cap %d reading %d window %v: got mean/min/max/std %v %v %v %v, want %v %v %v %v",
 						capacity, n, span, out[b], out[b+1], out[b+2], out[b+3], mean, mn, mx, std)
@@ -258,6 +268,36 @@ func TestCausal(t *testing.T) {
 	}
 }
 
+// TestStateTracker switches two loads of different size on and off, with
+// one switch spread over two reads by the meter's averaging.
+func TestStateTracker(t *testing.T) {
+	e, _ := New(SetLW1, Config{})
+	fan, lamp := idx(t, "st_22w"), idx(t, "st_40w")
+	seq := []struct {
+		p         float64
+		fan, lamp float32
+	}{
+		{40, 0, 0}, // background of unlabelled loads
+		{40, 0, 0},
+		{54, 0, 0},  // fan on, half of it in this read
+		{66, 0, 0},  // ... the rest in this one
+		{66, 1, 0},  // edge ends: +26 W booked
+		{113, 1, 0}, // lamp on (+47 W)
+		{113, 1, 1},
+		{87, 1, 1}, // fan off (-26 W)
+		{87, 0, 1},
+		{40, 0, 1}, // lamp off
+		{40, 0, 0},
+	}
+	out := make([]float32, e.NumFeatures())
+	for i, s := range seq {
+		e.Push(pOnly(float64(i), s.p), out)
+		if out[fan] != s.fan || out[lamp] != s.lamp {
+			t.Errorf("reading %d (%v W): fan bin %v lamp bin %v, want %v %v", i, s.p, out[fan], out[lamp], s.fan, s.lamp)
+		}
+	}
+}
+
 func TestLegacy(t *testing.T) {
 	e, _ := New(SetLegacy, Config{})
 	r := pOnly(0, 42)
@@ -282,8 +322,8 @@ func TestStreamsSeparateDevices(t *testing.T) {
 	s.Push("a", pOnly(0, 100), out)
 	s.Push("b", pOnly(0.5, 5), out)
 	s.Push("a", pOnly(1, 120), out)
-	if out[idx(t, "dp")] != 20 || out[idx(t, "p_min_60s")] != 100 {
-		t.Errorf("device a mixed with b: dp %v min %v", out[idx(t, "dp")], out[idx(t, "p_min_60s")])
+	if out[idx(t, "dp")] != 20 || out[idx(t, "p_min_10s")] != 100 {
+		t.Errorf("device a mixed with b: dp %v min %v", out[idx(t, "dp")], out[idx(t, "p_min_10s")])
 	}
 }
 
