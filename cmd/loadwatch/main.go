@@ -17,6 +17,7 @@ import (
 type cli struct {
 	Version versionCmd `cmd:"" help:"Print version, commit, build date and Go version."`
 	Sim     simCmd     `cmd:"" help:"Simulators: a virtual PZEM-004T meter and a labelled dataset generator."`
+	Pzem    pzemCmd    `cmd:"" help:"PZEM-004T meter tool: read, scan, set-address, set-alarm, reset-energy, calibrate."`
 	Model   modelCmd   `cmd:"" help:"Appliance classifier: train, evaluate, predict and cross-validate Random Forest models."`
 	Ota     otaCmd     `cmd:"" help:"Over-the-air updates: signing keys, publish signed releases, staged rollout (list, promote, halt), serve."`
 }

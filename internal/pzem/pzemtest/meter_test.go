@@ -186,7 +186,9 @@ func TestNoACSilence(t *testing.T) {
 func TestHandleByteExact(t *testing.T) {
 	m := newMeter(t, MeterOpts{Source: fixed{Voltage: 230, Current: 2, Power: 414, Frequency: 50, Has: vif}, Addr: 1, Energy: 0x12345})
 	at := t0.Add(time.Second)
-	exc := func(addr, fn byte, c modbus.ExceptionCode) []byte { return modbus.Encode(modbus.Exception(addr, fn, c)) }
+	exc := func(addr, fn byte, c modbus.ExceptionCode) []byte {
+		return modbus.Encode(modbus.Exception(addr, fn, c))
+	}
 	tests := []struct {
 		name string
 		req  modbus.Frame
