@@ -86,7 +86,7 @@ type sessionKey struct {
 // concurrent use.
 type Circuit struct {
 	cfg   Config
-	sched map[string][]Event // switch events per appliance, in time order
+	sched map[string]applianceSchedule
 	gridS []Event            // grid events of the schedule
 
 	mu       sync.Mutex
@@ -132,20 +132,158 @@ func NewCircuit(cfg Config) *Circuit {
 	}
 	c := &Circuit{
 		cfg:      cfg,
-		sched:    map[string][]Event{},
+		sched:    map[string]applianceSchedule{},
 		manual:   map[string][]switchEv{},
 		sessions: map[sessionKey]*session{},
 	}
 	if cfg.Schedule.Validate() == nil {
+		raw := map[string][]Event{}
 		for _, e := range cfg.Schedule.Events {
 			if e.Kind == KindSwitch {
-				c.sched[e.Appliance] = append(c.sched[e.Appliance], e)
+				raw[e.Appliance] = append(raw[e.Appliance], e)
 			} else {
 				c.gridS = append(c.gridS, e)
 			}
 		}
+		for name, evs := range raw {
+			end := evs[len(evs)-1].On
+			c.sched[name] = applianceSchedule{raw: evs, first: changes(evs, false), steady: changes(evs, end)}
+		}
 	}
 	return c
+}
+
+// applianceSchedule holds one appliance's scheduled switches: all of them
+// (raw: each one ends an interactive override), and those that change its
+// state, in the first period (which starts with the appliance off) and in
+// every later period (which starts in the state the schedule ends in).
+// The changes tell when an on-run began, so that an "on" for an appliance
+// already on does not restart it (a soldering iron does not heat up from
+// cold again).
+type applianceSchedule struct {
+	raw, first, steady []Event
+}
+
+func changes(evs []Event, on bool) []Event {
+	var out []Event
+	for _, e := range evs {
+		if e.On != on {
+			out = append(out, e)
+			on = e.On
+		}
+	}
+	return out
+}
+
+// maxRunSteps bounds the walk back over interactive switches when looking
+// for the start of an appliance's on-run.
+const maxRunSteps = 64
+
+// runStart returns when the appliance's current on-run began (an "on"
+// while already on does not restart it), and whether it is on at t.
+func (c *Circuit) runStart(name string, t time.Time) (time.Time, bool) {
+	at, on, ok, manual := c.lastSwitch(name, t)
+	if !ok || !on {
+		return at, false
+	}
+	for i := 0; i < maxRunSteps; i++ {
+		if !manual {
+			// at is a scheduled "on"; the scheduled run began at the
+			// last scheduled change to on.
+			as := c.sched[name]
+			e, eAt, eok := c.lookup(as.first, as.steady, at)
+			if !eok || !e.On {
+				break // cannot happen: the schedule has it on at `at`
+			}
+			mt, mon, mok := c.lastManual(name, at.Add(-time.Nanosecond))
+			if mok && !mt.Before(eAt) {
+				// an interactive switch inside the scheduled run
+				if !mon {
+					return c.nextScheduled(name, mt), true
+				}
+				at, manual = mt, true
+				continue
+			}
+			at = eAt
+		}
+		pat, pon, pok, pman := c.lastSwitch(name, at.Add(-time.Nanosecond))
+		if !pok || !pon {
+			break
+		}
+		at, manual = pat, pman
+	}
+	return at, true
+}
+
+// lookup finds the last event at or before t in a schedule whose first
+// period holds first and whose later periods hold later.
+func (c *Circuit) lookup(first, later []Event, t time.Time) (Event, time.Time, bool) {
+	if t.Before(c.cfg.Start) {
+		return Event{}, time.Time{}, false
+	}
+	off := t.Sub(c.cfg.Start)
+	r := c.cfg.Schedule.Repeat
+	n := time.Duration(0) // period index
+	if r > 0 {
+		n = off / r
+		off -= n * r
+	}
+	list := first
+	if n > 0 {
+		list = later
+	}
+	if i := sort.Search(len(list), func(i int) bool { return list[i].At > off }) - 1; i >= 0 {
+		return list[i], c.cfg.Start.Add(n*r + list[i].At), true
+	}
+	switch {
+	case n > 1 && len(later) > 0: // carried over from the previous period
+		e := later[len(later)-1]
+		return e, c.cfg.Start.Add((n-1)*r + e.At), true
+	case n > 0 && len(first) > 0: // unchanged since the first period
+		e := first[len(first)-1]
+		return e, c.cfg.Start.Add(e.At), true
+	}
+	return Event{}, time.Time{}, false
+}
+
+// nextScheduled returns the time of the first scheduled switch of name
+// after t (there is one whenever runStart asks).
+func (c *Circuit) nextScheduled(name string, t time.Time) time.Time {
+	raw := c.sched[name].raw
+	off := t.Sub(c.cfg.Start)
+	r := c.cfg.Schedule.Repeat
+	n := time.Duration(0)
+	if r > 0 && off >= 0 {
+		n = off / r
+		off -= n * r
+	}
+	if i := sort.Search(len(raw), func(i int) bool { return raw[i].At > off }); i < len(raw) {
+		return c.cfg.Start.Add(n*r + raw[i].At)
+	}
+	return c.cfg.Start.Add((n+1)*r + raw[0].At)
+}
+
+func (c *Circuit) lastManual(name string, t time.Time) (time.Time, bool, bool) {
+	m := c.manual[name]
+	if i := sort.Search(len(m), func(i int) bool { return m[i].t.After(t) }) - 1; i >= 0 {
+		return m[i].t, m[i].on, true
+	}
+	return time.Time{}, false, false
+}
+
+// lastSwitch finds the switch of an appliance in effect at t: from the
+// schedule or from Switch, whichever is later (Switch wins a tie), and
+// whether it came from Switch.
+func (c *Circuit) lastSwitch(name string, t time.Time) (at time.Time, on, ok, manual bool) {
+	if as, has := c.sched[name]; has {
+		var e Event
+		e, at, ok = c.lookup(as.raw, as.raw, t)
+		on = e.On
+	}
+	if mt, mon, mok := c.lastManual(name, t); mok && (!ok || !mt.Before(at)) {
+		return mt, mon, true, true
+	}
+	return at, on, ok, false
 }
 
 // Start returns the time the schedule counts from.
@@ -205,42 +343,6 @@ func (c *Circuit) relayClosed(t time.Time) bool {
 		return true
 	}
 	return c.relay[i-1].closed
-}
-
-// lastSwitch finds the switch of an appliance in effect at t: from the
-// schedule or from Switch, whichever is later (Switch wins a tie).
-func (c *Circuit) lastSwitch(name string, t time.Time) (time.Time, bool, bool) {
-	var at time.Time
-	var on, ok bool
-	if evs := c.sched[name]; len(evs) > 0 && !t.Before(c.cfg.Start) {
-		off := t.Sub(c.cfg.Start)
-		base := time.Duration(0)
-		if r := c.cfg.Schedule.Repeat; r > 0 {
-			base = off / r * r
-			off -= base
-		}
-		i := len(evs) - 1
-		for i >= 0 && evs[i].At > off {
-			i--
-		}
-		switch {
-		case i >= 0:
-			at, on, ok = c.cfg.Start.Add(base+evs[i].At), evs[i].On, true
-		case base > 0: // carried over from the previous period
-			e := evs[len(evs)-1]
-			at, on, ok = c.cfg.Start.Add(base-c.cfg.Schedule.Repeat+e.At), e.On, true
-		}
-	}
-	m := c.manual[name]
-	for i := len(m) - 1; i >= 0; i-- {
-		if !m[i].t.After(t) {
-			if !ok || !m[i].t.Before(at) {
-				at, on, ok = m[i].t, m[i].on, true
-			}
-			break
-		}
-	}
-	return at, on, ok
 }
 
 // gridOffset sums the grid events active at t.
@@ -322,8 +424,8 @@ func (c *Circuit) loads(t time.Time, dst []drawn) []drawn {
 	}
 	tick := t.UnixNano() / int64(100*time.Millisecond)
 	for _, name := range Appliances() {
-		on, isOn, ok := c.lastSwitch(name, t)
-		if !ok || !isOn {
+		on, isOn := c.runStart(name, t)
+		if !isOn {
 			continue
 		}
 		k := sessionKey{name, on.UnixNano()}

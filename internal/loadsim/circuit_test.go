@@ -435,3 +435,42 @@ func BenchmarkAt(b *testing.B) {
 		i++
 	}
 }
+
+func TestOnWhileOnDoesNotRestart(t *testing.T) {
+	mk := func(sched string) *Circuit {
+		s, err := ParseSchedule(sched)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewCircuit(Config{Seed: 9, Schedule: s})
+	}
+	same := func(what string, a, b *Circuit, from, to time.Duration) {
+		t.Helper()
+		for d := from; d < to; d += 250 * time.Millisecond {
+			tm := a.Start().Add(d)
+			if ra, rb := a.At(tm), b.At(tm); ra != rb {
+				t.Fatalf("%s: differ at %v: %v vs %v", what, d, ra.Power, rb.Power)
+			}
+		}
+	}
+	ref := mk("0s:+solder")
+	same("scheduled on while on", ref, mk("0s:+solder; 10s:+solder; 40s:solder"), 0, 5*time.Minute)
+	same("repeat of an always-on plan", ref, mk("0s:+solder; repeat=1m"), 0, 5*time.Minute)
+	manual := mk("0s:+solder")
+	manual.Switch(Solder, true, manual.Start().Add(15*time.Second))
+	same("interactive on while on", ref, manual, 0, 5*time.Minute)
+
+	// An interactive off inside a scheduled run, then the schedule's next
+	// on: the iron starts again from cold at that switch.
+	off := mk("0s:+solder; 1m:+solder")
+	off.Switch(Solder, false, off.Start().Add(30*time.Second))
+	if l := off.Label(off.Start().Add(40 * time.Second)); l != Nothing {
+		t.Fatalf("after the interactive off: %q", l)
+	}
+	same("restart at the next scheduled on", mk("1m:+solder"), off, time.Minute, 3*time.Minute)
+	// An interactive on after an interactive off restarts too.
+	again := mk("0s:+solder; 1m:+solder")
+	again.Switch(Solder, false, again.Start().Add(30*time.Second))
+	again.Switch(Solder, true, again.Start().Add(45*time.Second))
+	same("restart at the interactive on", mk("45s:+solder"), again, 45*time.Second, 3*time.Minute)
+}
