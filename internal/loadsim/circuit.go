@@ -87,7 +87,7 @@ type sessionKey struct {
 type Circuit struct {
 	cfg   Config
 	sched map[string]applianceSchedule
-	gridS []Event            // grid events of the schedule
+	gridS []Event // grid events of the schedule
 
 	mu       sync.Mutex
 	manual   map[string][]switchEv // interactive switches, in time order
