@@ -280,4 +280,3 @@ func (s *Store) ParseExpr(q string) error {
 	}
 	return nil
 }
-
