@@ -291,15 +291,14 @@ func (c *Circuit) Start() time.Time { return c.cfg.Start }
 
 // Switch turns an appliance on or off at t, overriding the schedule from t
 // until the schedule's next switch of that appliance. An unknown name is
-// ignored and reported as false.
-func (c *Circuit) Switch(name string, on bool, t time.Time) bool {
-	if !isAppliance(name) {
-		return false
+// ignored (check it first with IsAppliance).
+func (c *Circuit) Switch(name string, on bool, t time.Time) {
+	if !IsAppliance(name) {
+		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.manual[name] = insertSorted(c.manual[name], switchEv{t, on}, func(e switchEv) time.Time { return e.t })
-	return true
 }
 
 // SetRelay opens or closes the relay at t. An open relay removes all load

@@ -199,8 +199,12 @@ func TestLabel(t *testing.T) {
 	if l := c.Label(t0.Add(2 * time.Second)); l != "3d_printer+laptop+printer+solder" {
 		t.Errorf("label %q, want all four in alphabetical order", l)
 	}
-	if c.Switch("kettle", true, t0) {
-		t.Error("Switch accepted an unknown appliance")
+	c.Switch("kettle", true, t0)
+	if l := c.Label(t0.Add(2 * time.Second)); l != "3d_printer+laptop+printer+solder" {
+		t.Errorf("an unknown appliance changed the label to %q", l)
+	}
+	if IsAppliance("kettle") || !IsAppliance(Printer3D) {
+		t.Error("IsAppliance is wrong")
 	}
 }
 

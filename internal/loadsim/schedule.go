@@ -165,7 +165,7 @@ func parseAction(a string) ([]Event, error) {
 		return gridAction(KindFrequency, a[len("freq"):])
 	case a[0] == '+' || a[0] == '-':
 		name := a[1:]
-		if !isAppliance(name) {
+		if !IsAppliance(name) {
 			return nil, unknownAppliance(name)
 		}
 		return []Event{{Kind: KindSwitch, Appliance: name, On: a[0] == '+'}}, nil
@@ -178,7 +178,7 @@ func parseAction(a string) ([]Event, error) {
 	}
 	on := map[string]bool{}
 	for _, name := range strings.Split(a, "+") {
-		if !isAppliance(name) {
+		if !IsAppliance(name) {
 			return nil, unknownAppliance(name)
 		}
 		on[name] = true
@@ -194,7 +194,9 @@ func unknownAppliance(name string) error {
 	return fmt.Errorf("unknown appliance %q (want one of %s)", name, strings.Join(Appliances(), ", "))
 }
 
-func isAppliance(name string) bool { return slices.Contains(Appliances(), name) }
+// IsAppliance reports whether name is one of the appliances a Circuit
+// models.
+func IsAppliance(name string) bool { return slices.Contains(Appliances(), name) }
 
 // gridAction parses "+8V/5s", "8V/5s", "-0.2Hz/10s".
 func gridAction(k Kind, s string) ([]Event, error) {
@@ -268,7 +270,7 @@ func (s Schedule) Validate() error {
 		}
 		switch e.Kind {
 		case KindSwitch:
-			if !isAppliance(e.Appliance) {
+			if !IsAppliance(e.Appliance) {
 				return bad(unknownAppliance(e.Appliance).Error())
 			}
 			continue
