@@ -11,7 +11,7 @@ import (
 
 // DatasetConfig configures Dataset. Zero fields take the defaults.
 type DatasetConfig struct {
-	Rows     int           // default 2452, the size of the original design's set
+	Rows     int           // default 2452, the size of the original design's set; rows x interval at most 30 days
 	Seed     int64         // circuit seed
 	Interval time.Duration // time between rows; default 1 s
 	Start    time.Time     // first block starts here; default DefaultStart
@@ -108,6 +108,9 @@ func Dataset(cfg DatasetConfig, emit func(Row) error) error {
 	}
 	if cfg.Interval < 100*time.Millisecond || cfg.Interval > time.Hour {
 		return fmt.Errorf("%w: interval %v not in 100ms..1h", ErrDataset, cfg.Interval)
+	}
+	if time.Duration(cfg.Rows) > maxOffset/cfg.Interval {
+		return fmt.Errorf("%w: %d rows of %v span more than %v", ErrDataset, cfg.Rows, cfg.Interval, maxOffset)
 	}
 	if cfg.Start.IsZero() {
 		cfg.Start = DefaultStart

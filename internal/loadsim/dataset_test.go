@@ -136,7 +136,7 @@ func TestDatasetConfig(t *testing.T) {
 	if len(rows) != 10 || !rows[0].Reading.Time.Equal(start.Add(5*time.Second)) || !rows[9].Reading.Time.Equal(start.Add(50*time.Second)) {
 		t.Errorf("10 rows at 5 s from %v: got %d rows, %v .. %v", start, len(rows), rows[0].Reading.Time, rows[len(rows)-1].Reading.Time)
 	}
-	for _, cfg := range []DatasetConfig{{Rows: -1}, {Rows: MaxRows + 1}, {Interval: time.Millisecond}, {Interval: 2 * time.Hour}} {
+	for _, cfg := range []DatasetConfig{{Rows: -1}, {Rows: MaxRows + 1}, {Rows: 1000, Interval: time.Hour}, {Interval: time.Millisecond}, {Interval: 2 * time.Hour}} {
 		if err := Dataset(cfg, func(Row) error { return nil }); !errors.Is(err, ErrDataset) {
 			t.Errorf("Dataset(%+v) error %v, want ErrDataset", cfg, err)
 		}
