@@ -9,9 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"os"
 	"slices"
+	"strings"
 
 	"loadwatch/internal/features"
 	"loadwatch/internal/forest"
