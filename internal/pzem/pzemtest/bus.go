@@ -260,6 +260,9 @@ func (b *Bus) Serve(ctx context.Context, rw io.ReadWriter) error {
 			if n == 0 {
 				if _, err := modbus.Decode(in); err == nil {
 					n = len(in) // a whole frame of a function we do not know
+				} else if k := nextRequest(in); k > 0 {
+					in = in[k:] // garbage before a good request
+					continue
 				} else {
 					quiet = time.After(quietGap)
 					break
@@ -291,4 +294,16 @@ func (b *Bus) Serve(ctx context.Context, rw io.ReadWriter) error {
 			}
 		}
 	}
+}
+
+// nextRequest returns the offset of the first complete request with a good
+// CRC after in[0], or 0 when there is none.
+func nextRequest(in []byte) int {
+	for k := 1; k+2 <= len(in); k++ {
+		n := modbus.RequestLen(in[k:])
+		if n > 0 && k+n <= len(in) && modbus.CheckCRC(in[k:k+n]) {
+			return k
+		}
+	}
+	return 0
 }
