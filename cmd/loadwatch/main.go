@@ -20,6 +20,7 @@ type cli struct {
 	Pzem    pzemCmd    `cmd:"" help:"PZEM-004T meter tool: read, scan, set-address, set-alarm, reset-energy, calibrate."`
 	Model   modelCmd   `cmd:"" help:"Appliance classifier: train, evaluate, predict and cross-validate Random Forest models."`
 	Ota     otaCmd     `cmd:"" help:"Over-the-air updates: signing keys, publish signed releases, staged rollout (list, promote, halt), serve."`
+	Device  deviceCmd  `cmd:"" help:"Device registry: add, list, show, revoke, rotate, delete (works while serve runs)."`
 }
 
 const description = `loadwatch monitors mains power with PZEM-004T v3 meters: it reads the meters
