@@ -32,17 +32,17 @@ type otaFlags struct {
 	Dir            string        `default:"/var/lib/loadwatch-agent/ota" help:"OTA state directory (state.json, staging/)."`
 	Binary         string        `help:"Installed binary that the supervisor starts (default: this executable)."`
 	Pubkey         []string      `default:"/etc/loadwatch-agent/ota.pub" help:"Pinned minisign public key file(s); releases must be signed by one of them."`
-	Server         string        `help:"loadwatch server base URL (https://host:port); the device's token authenticates everything." xor:"source"`
+	Server         string        `env:"LOADWATCH_OTA_SERVER" help:"loadwatch server base URL (https://host:port); the device's token authenticates everything." xor:"source"`
 	Token          string        `env:"LOADWATCH_OTA_TOKEN" help:"This device's bearer token for --server (prefer the env var or --token-file)."`
-	TokenFile      string        `help:"File holding the device token."`
-	ManifestURL    string        `name:"manifest-url" help:"Generic HTTPS source: URL of update.json (signature at the same URL plus .minisig)." xor:"source"`
+	TokenFile      string        `env:"LOADWATCH_OTA_TOKEN_FILE" help:"File holding the device token."`
+	ManifestURL    string        `name:"manifest-url" env:"LOADWATCH_OTA_MANIFEST_URL" help:"Generic HTTPS source: URL of update.json (signature at the same URL plus .minisig)." xor:"source"`
 	SignatureURL   string        `name:"signature-url" help:"Generic source: URL of update.json.minisig when not beside update.json."`
 	ManifestBearer string        `env:"LOADWATCH_OTA_MANIFEST_TOKEN" help:"Generic source: bearer token for the manifest and its signature."`
 	BinaryBearer   string        `env:"LOADWATCH_OTA_BINARY_TOKEN" help:"Generic source: bearer token for the binary."`
 	BinaryBasic    string        `env:"LOADWATCH_OTA_BINARY_BASIC" help:"Generic source: user:password (HTTP Basic) for the binary."`
 	Header         []string      `help:"Extra 'Name: value' header for manifest requests (repeatable)." sep:"none"`
 	BinaryHeader   []string      `help:"Extra 'Name: value' header for binary requests (repeatable)." sep:"none"`
-	Channel        string        `default:"stable" help:"Release channel this device follows."`
+	Channel        string        `default:"stable" env:"LOADWATCH_OTA_CHANNEL" help:"Release channel this device follows."`
 	Arch           string        `help:"Release architecture (arm64, armv7, amd64; default: this binary's)."`
 	MaxBoots       int           `default:"3" help:"Supervised starts a new version gets to become healthy before ota-guard rolls it back."`
 	HealthDeadline time.Duration `default:"2m" help:"Deadline of the new version's health check."`
@@ -142,6 +142,7 @@ type updateCmd struct {
 	AllowDowngrade bool          `help:"Accept a release older than the running version."`
 	NoRestart      bool          `help:"Install but do not restart; the new version runs its health check on its next start."`
 	Timeout        time.Duration `default:"10m" help:"Give up after this long."`
+	RestartMarker  string        `help:"Create this file when a new version has passed its health check (the systemd update unit restarts the agent service when it exists)."`
 }
 
 // Run checks the source now and applies an update: download (resumable),
@@ -180,6 +181,11 @@ func (c *updateCmd) Run(ctx context.Context) error {
 		return otaagent.Exec(bin, os.Args[1:])
 	case res.Committed != "":
 		fmt.Printf("updated to %s: health check passed\n", res.Committed)
+		if c.RestartMarker != "" {
+			if err := ota.WriteFileAtomic(c.RestartMarker, []byte(res.Committed+"\n"), 0o644); err != nil {
+				fmt.Fprintln(os.Stderr, "restart marker:", err)
+			}
+		}
 	}
 	ferr := u.Flush(ctx)
 	out, err := u.Update(ctx)
