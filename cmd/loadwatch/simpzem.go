@@ -1,10 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -26,6 +26,8 @@ type simPzemCmd struct {
 	Faults     string        `help:"Fault rates per reply, e.g. 'crc=0.05,silence=0.01,slip=0.02,short=0.01,exception=0.01' or 'all=0.02'."`
 	LatencyMin time.Duration `default:"110ms" help:"Shortest reply delay (the real meter: about 110 ms)."`
 	LatencyMax time.Duration `default:"130ms" help:"Longest reply delay (the real meter: about 130 ms)."`
+
+	out, log io.Writer // standard output and error when nil (tests set them)
 }
 
 // Run serves until ctx is done.
@@ -68,23 +70,28 @@ func (c *simPzemCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	out := bufio.NewWriter(os.Stdout)
-	fmt.Fprintln(out, p.Path())
-	if err := out.Flush(); err != nil {
+	out, log := c.out, c.log
+	if out == nil {
+		out = os.Stdout
+	}
+	if log == nil {
+		log = os.Stderr
+	}
+	if _, err := fmt.Fprintln(out, p.Path()); err != nil {
 		p.Close()
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "sim pzem: %d meter(s) at address %d..%d on %s; stop with Ctrl-C\n", c.Meters, c.Addr, c.Addr+c.Meters-1, p.Path())
+	fmt.Fprintf(log, "sim pzem: %d meter(s) at address %d..%d on %s; stop with Ctrl-C\n", c.Meters, c.Addr, c.Addr+c.Meters-1, p.Path())
 	tick := time.NewTicker(10 * time.Second)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			err := p.Close()
-			fmt.Fprintf(os.Stderr, "sim pzem: stopped; served %+v\n", bus.Counts())
+			fmt.Fprintf(log, "sim pzem: stopped; served %+v\n", bus.Counts())
 			return err
 		case now := <-tick.C:
-			fmt.Fprintf(os.Stderr, "sim pzem: %s: %s\n", now.Sub(start).Round(time.Second), circuits[0].Label(now))
+			fmt.Fprintf(log, "sim pzem: %s: %s\n", now.Sub(start).Round(time.Second), circuits[0].Label(now))
 		}
 	}
 }
