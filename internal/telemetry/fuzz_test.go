@@ -177,3 +177,73 @@ func BenchmarkDecodeTasmota(b *testing.B) {
 		}
 	}
 }
+
+// FuzzDifferential compares the hand-written decoder with the
+// encoding/json-based reference: when both accept, the messages are equal;
+// when only one accepts, the input must be one of the documented
+// differences (a key that matches only case-insensitively, which
+// encoding/json accepts and the hand-written decoder ignores).
+func FuzzDifferential(f *testing.F) {
+	addSeeds(f)
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		var a, b Message
+		errA := decodeTelemetryInto(&a, payload, now, Limits{}.withDefaults())
+		errB := refDecodeTelemetryInto(&b, payload, now, Limits{}.withDefaults())
+		if (errA == nil) != (errB == nil) {
+			if caseVariantKey(payload) {
+				return
+			}
+			t.Fatalf("hand-written: %v\nreference: %v", errA, errB)
+		}
+		if errA != nil {
+			return
+		}
+		if !sameMessage(&a, &b) {
+			t.Fatalf("decoders differ:\n%+v\n%+v", a, b)
+		}
+	})
+}
+
+// caseVariantKey reports whether payload has a key that equals one of the
+// telemetry keys only when case is ignored, or contains an escape (which
+// encoding/json may resolve into such a key).
+func caseVariantKey(payload []byte) bool {
+	lower := bytes.ToLower(payload)
+	for _, k := range []string{"v", "epoch", "seq", "ts", "clock_synced", "voltage", "current", "power", "energy", "energy_total", "frequency", "pf", "alarm", "state", "features", "readings"} {
+		q := []byte(`"` + k + `"`)
+		if bytes.Count(lower, q) != bytes.Count(payload, q) {
+			return true
+		}
+	}
+	return bytes.Contains(payload, []byte(`\u`)) || bytes.ContainsRune(payload, 0x17F) || bytes.ContainsRune(payload, 0x212A)
+}
+
+func sameMessage(a, b *Message) bool {
+	if a.V != b.V || a.Epoch != b.Epoch || a.Batch != b.Batch || len(a.Readings) != len(b.Readings) {
+		return false
+	}
+	for i := range a.Readings {
+		x, y := a.Readings[i], b.Readings[i]
+		if !x.Reading.Time.Equal(y.Reading.Time) {
+			return false
+		}
+		x.Reading.Time, y.Reading.Time = time.Time{}, time.Time{}
+		fx, fy := x.Features, y.Features
+		x.Features, y.Features = nil, nil
+		if x != y || (fx == nil) != (fy == nil) {
+			return false
+		}
+		if fx != nil && (fx.V != fy.V || len(fx.Values) != len(fy.Values)) {
+			return false
+		}
+		if fx != nil {
+			for k, v := range fx.Values {
+				if w, ok := fy.Values[k]; !ok || w != v {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
