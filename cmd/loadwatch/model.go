@@ -33,7 +33,7 @@ type forestFlags struct {
 	Trees       int           `default:"100" help:"Number of trees."`
 	Seed        uint64        `default:"1" help:"Random seed; the same seed and data give the same model."`
 	MaxDepth    int           `default:"0" help:"Maximum tree depth (0 = unlimited)."`
-	MinLeaf     int           `default:"1" help:"Minimum rows per leaf."`
+	MinLeaf     int           `default:"5" help:"Minimum rows per leaf (5 regularises the per-reading forest; see docs/CLASSIFIER.md)."`
 	MaxFeatures int           `default:"0" help:"Features tried per split (0 = sqrt of the feature count, -1 = all)."`
 	ClassWeight string        `default:"" enum:",balanced" help:"Class weights: empty (equal) or balanced."`
 	Features    string        `default:"lw1" enum:"lw1,legacy" help:"Feature set: lw1 (loadwatch's causal features) or legacy (raw power and energy, for the original /predict form)."`

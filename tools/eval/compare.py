@@ -91,43 +91,56 @@ def mean_std(v):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--loadwatch", default="./loadwatch", help="loadwatch binary")
-    ap.add_argument("--seed", type=int, default=1, help="seed of both forests")
+    ap.add_argument("--seeds", default="1,2,3", help="comma-separated seeds; every method runs once per seed (forests vary with the seed)")
     ap.add_argument("--json", help="also write all figures to this JSON file")
     ap.add_argument("data", nargs="+", help="readings CSV files (one dataset each)")
     args, passthrough = ap.parse_known_args()
 
+    seeds = [int(s) for s in args.seeds.split(",")]
     results = []
-    print("| dataset | method | features | mean accuracy | mean macro-F1 | folds |")
-    print("|---|---|---|---:|---:|---:|")
+    print("| dataset | method | features | accuracy | macro-F1 | accuracy per seed |")
+    print("|---|---|---|---:|---:|---|")
+    line = "| {} | {} | {} | {:.3f} ± {:.3f} | {:.3f} ± {:.3f} | {} |"
+
+    def summary(per_seed):
+        """Mean over seeds of the fold mean, ± the mean fold-to-fold
+        standard deviation, and each seed's fold mean."""
+        acc = [mean_std(s["accuracy"]) for s in per_seed]
+        f1 = [mean_std(s["macro_f1"]) for s in per_seed]
+        avg = lambda v: sum(v) / len(v)
+        return (avg([m for m, _ in acc]), avg([d for _, d in acc]),
+                avg([m for m, _ in f1]), avg([d for _, d in f1]),
+                " ".join(f"{m:.3f}" for m, _ in acc))
+
     for path in args.data:
         name = os.path.splitext(os.path.basename(path))[0]
-        with tempfile.TemporaryDirectory() as tmp:
-            folds_path = os.path.join(tmp, "folds.csv")
-            cmd = [args.loadwatch, "model", "report", "--data", path, "--json",
-                   "--folds-out", folds_path, "--seed", str(args.seed)] + passthrough
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            lw = json.loads(out)
-            rows = read_readings(path)
-            lines, test, excluded = read_folds(folds_path, len(rows))
+        rows = read_readings(path)
+        y = np.array([row["label"] for row in rows])
+        res = {"dataset": name, "rows": len(rows), "seeds": seeds, "loadwatch": [],
+               "sklearn (a)": [], "sklearn (b)": []}
+        folds = None
+        for seed in seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                folds_path = os.path.join(tmp, "folds.csv")
+                cmd = [args.loadwatch, "model", "report", "--data", path, "--json",
+                       "--folds-out", folds_path, "--seed", str(seed)] + passthrough
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                lw = json.loads(out)
+                folds = read_folds(folds_path, len(rows))
+            res["loadwatch"].append({"seed": seed, "accuracy": [f["accuracy"] for f in lw["folds"]],
+                                     "macro_f1": [f["macro_f1"] for f in lw["folds"]]})
+        lines, test, excluded = folds
         if list(lines) != list(range(2, len(rows) + 2)):
             sys.exit(f"{path}: fold file does not follow the CSV's rows")
         k = lw["k"]
-        y = np.array([row["label"] for row in rows])
-        lw_acc = [f["accuracy"] for f in lw["folds"]]
-        lw_f1 = [f["macro_f1"] for f in lw["folds"]]
-        res = {"dataset": name, "scheme": lw["scheme"], "k": k, "purge": lw["purge"],
-               "loadwatch": {"accuracy": lw_acc, "macro_f1": lw_f1}}
-        line = "| {} | {} | {} | {:.4f} ± {:.4f} | {:.4f} ± {:.4f} | {} |"
-        am, asd = mean_std(lw_acc)
-        fm, fsd = mean_std(lw_f1)
-        print(line.format(name, "loadwatch", "lw1 (causal windows)", am, asd, fm, fsd, len(lw_acc)))
+        res.update(scheme=lw["scheme"], k=k, purge=lw["purge"])
+        print(line.format(name, "loadwatch", "lw1", *summary(res["loadwatch"])))
         for label, cols in (("sklearn (a)", ["power", "energy"]), ("sklearn (b)", INSTANT)):
             used, x = column_matrix(rows, cols)
-            accs, f1s = sklearn_cv(x, y, test, excluded, k, args.seed)
-            res[label] = {"features": used, "accuracy": accs, "macro_f1": f1s}
-            am, asd = mean_std(accs)
-            fm, fsd = mean_std(f1s)
-            print(line.format(name, label, ", ".join(used), am, asd, fm, fsd, len(accs)))
+            for seed in seeds:
+                accs, f1s = sklearn_cv(x, y, test, excluded, k, seed)
+                res[label].append({"seed": seed, "features": used, "accuracy": accs, "macro_f1": f1s})
+            print(line.format(name, label, ", ".join(used), *summary(res[label])))
         sys.stdout.flush()
         results.append(res)
     if args.json:
