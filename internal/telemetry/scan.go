@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"bytes"
 	"math"
 	"strconv"
 	"time"
@@ -515,7 +516,8 @@ func decodeTelemetryInto(m *Message, payload []byte, now time.Time, lim Limits) 
 			return false
 		}
 		batch = true
-		items = items[:0]
+		// One allocation for the usual batch: count the "seq" keys.
+		items = make([]fastReading, 0, min(bytes.Count(s.b[s.i:], []byte(`"seq"`)), lim.MaxBatch))
 		s.i++
 		s.ws()
 		if s.peek() == ']' {
