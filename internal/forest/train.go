@@ -233,12 +233,19 @@ type tree struct {
 	imp    []float64
 }
 
+// wy is one row's sample weight and class.
+type wy struct {
+	w float64
+	y int32
+}
+
 type builder struct {
 	p   *prepared
 	cfg Config
 	rng *rand.Rand
 
 	w      []float64 // weight per row; 0 = not in this tree's sample
+	wy     []wy      // weight and class per row, side by side for the split scan
 	m      int       // rows in the sample
 	s      []int32   // per feature f: s[f*m : (f+1)*m] rows in value order
 	goLeft []bool
@@ -253,6 +260,7 @@ type builder struct {
 func newBuilder(p *prepared, cfg Config) *builder {
 	b := &builder{p: p, cfg: cfg}
 	b.w = make([]float64, p.n)
+	b.wy = make([]wy, p.n)
 	b.s = make([]int32, p.n*p.nf)
 	b.goLeft = make([]bool, p.n)
 	b.tmp = make([]int32, p.n)
@@ -284,6 +292,7 @@ func (b *builder) grow(t int) *tree {
 			b.w[i] = w * p.cw[p.y[i]]
 			m++
 		}
+		b.wy[i] = wy{w: b.w[i], y: p.y[i]}
 	}
 	b.m = m
 	for f := range p.nf {
@@ -331,13 +340,13 @@ type split struct {
 // build grows the subtree over sample positions [start, end) and returns
 // its node index.
 func (b *builder) build(start, end, depth int) int32 {
-	p := b.p
 	tot := b.tot
 	clear(tot)
 	wsum := 0.0
 	for _, i := range b.s[start:end] { // feature 0's order: any order will do
-		w := b.w[i]
-		tot[p.y[i]] += w
+		s := b.wy[i]
+		w := s.w
+		tot[s.y] += w
 		wsum += w
 	}
 	idx := int32(len(b.t.nodes))
@@ -430,8 +439,9 @@ func (b *builder) findSplit(start, end int, wsum float64) (split, bool) {
 		clear(N)
 		wN := 0.0
 		for _, i := range seg[nn:] {
-			N[p.y[i]] += b.w[i]
-			wN += b.w[i]
+			s := b.wy[i]
+			N[s.y] += s.w
+			wN += s.w
 		}
 		sqN, sqL, sqRn, dotLN, dotRnN := 0.0, 0.0, 0.0, 0.0, 0.0
 		for c := range Rn {
@@ -443,8 +453,8 @@ func (b *builder) findSplit(start, end int, wsum float64) (split, bool) {
 		wL, wRn := 0.0, wsum-wN
 		for k := 0; k < nn; k++ {
 			i := seg[k]
-			c := p.y[i]
-			wi := b.w[i]
+			s := b.wy[i]
+			c, wi := s.y, s.w
 			dotLN += wi * N[c]
 			dotRnN -= wi * N[c]
 			sqL += wi * (2*L[c] + wi)
