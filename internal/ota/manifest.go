@@ -133,12 +133,12 @@ func (m Manifest) Validate() error {
 // with a dot, so it is safe as a path element.
 func ValidName(what, s string) error {
 	if s == "" || len(s) > 32 || s[0] == '.' {
-		return fmt.Errorf("%s %q: want 1-32 of a-z 0-9 _ .", what, s)
+		return fmt.Errorf("%s %q: want 1-32 characters of a-z, 0-9, underscore and dot, not starting with a dot", what, s)
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '.') {
-			return fmt.Errorf("%s %q: want 1-32 of a-z 0-9 _ .", what, s)
+			return fmt.Errorf("%s %q: want 1-32 characters of a-z, 0-9, underscore and dot, not starting with a dot", what, s)
 		}
 	}
 	return nil
