@@ -143,6 +143,8 @@ type modelEvalCmd struct {
 	Data   []string      `required:"" sep:"," help:"Labelled readings CSV file(s), comma separated."`
 	JSON   bool          `name:"json" help:"Print one JSON object (rows, accuracy, macro_f1, per_class, confusion)."`
 	MaxGap time.Duration `default:"30s" help:"A longer gap between two readings of a device restarts its feature windows."`
+
+	stdout io.Writer // nil = os.Stdout; set by tests
 }
 
 func (c *modelEvalCmd) Run(ctx context.Context) error {
@@ -157,22 +159,29 @@ func (c *modelEvalCmd) Run(ctx context.Context) error {
 	if _, err := classify.Labels(rows); err != nil {
 		return err
 	}
-	x, nf, err := classify.Featurize(m.FeatureSet, features.Config{MaxGap: c.MaxGap}, rows)
+	x, _, err := classify.Featurize(m.FeatureSet, features.Config{MaxGap: c.MaxGap}, rows)
 	if err != nil {
 		return err
 	}
 	truth, classes := classify.Encode(rows, m.Classes)
 	pred := make([]int32, len(rows))
 	m.Forest.PredictBatch(x, pred, nil)
-	_ = nf
 	rep := forest.Evaluate(classes, truth, pred)
+	out := orStdout(c.stdout)
 	if c.JSON {
-		enc := json.NewEncoder(os.Stdout)
+		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
 	}
-	printReport(os.Stdout, rep)
+	printReport(out, rep)
 	return nil
+}
+
+func orStdout(w io.Writer) io.Writer {
+	if w == nil {
+		return os.Stdout
+	}
+	return w
 }
 
 func printReport(w io.Writer, rep forest.Report) {
