@@ -27,6 +27,20 @@ func TestContentRangeStart(t *testing.T) {
 	}
 }
 
+func TestSignatureURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://h/ota/v1/stable/linux-arm64/update.json":                "https://h/ota/v1/stable/linux-arm64/update.json.minisig",
+		"https://api.github.com/repos/o/r/contents/update.json?ref=main": "https://api.github.com/repos/o/r/contents/update.json.minisig?ref=main",
+	} {
+		if got := (Source{ManifestURL: in}).sigURL(); got != want {
+			t.Errorf("sigURL(%s) = %s", in, got)
+		}
+	}
+	if got := (Source{ManifestURL: "https://a/x", SignatureURL: "https://b/y"}).sigURL(); got != "https://b/y" {
+		t.Errorf("explicit signature URL ignored: %s", got)
+	}
+}
+
 func FuzzContentRangeStart(f *testing.F) {
 	f.Add("bytes 100-199/1000")
 	f.Add("bytes */5")

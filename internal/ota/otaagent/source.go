@@ -90,11 +90,21 @@ func (s Source) client() *http.Client {
 	return http.DefaultClient
 }
 
+// sigURL is SignatureURL, or the manifest's URL with ".minisig" appended
+// to its path (a query such as ?ref=main stays where it is).
 func (s Source) sigURL() string {
 	if s.SignatureURL != "" {
 		return s.SignatureURL
 	}
-	return s.ManifestURL + ".minisig"
+	u, err := url.Parse(s.ManifestURL)
+	if err != nil {
+		return s.ManifestURL + ".minisig"
+	}
+	u.Path += ".minisig"
+	if u.RawPath != "" {
+		u.RawPath += ".minisig"
+	}
+	return u.String()
 }
 
 // binaryURL resolves the manifest's url against the manifest's URL.
