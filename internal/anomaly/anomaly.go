@@ -166,21 +166,29 @@ func (d *Detector) Observe(r power.Reading) []Event {
 	if r.Is(power.FieldVoltage) {
 		hi := d.cfg.NominalV * power.Volts(1+d.cfg.BandPct/100)
 		lo := d.cfg.NominalV * power.Volts(1-d.cfg.BandPct/100)
-		evs = d.sustained(&d.over, r, r.Voltage > hi, r.Voltage <= hi-d.cfg.Hysteresis, Overvoltage,
-			fmt.Sprintf("V %.1f above %.1f V", r.Voltage, hi), evs)
-		evs = d.sustained(&d.under, r, r.Voltage < lo, r.Voltage >= lo+d.cfg.Hysteresis, Undervoltage,
-			fmt.Sprintf("V %.1f below %.1f V", r.Voltage, lo), evs)
+		evs = d.sustained(&d.over, r, r.Voltage > hi, r.Voltage <= hi-d.cfg.Hysteresis, Overvoltage, evs)
+		evs = d.sustained(&d.under, r, r.Voltage < lo, r.Voltage >= lo+d.cfg.Hysteresis, Undervoltage, evs)
 	}
 	if r.Is(power.FieldFrequency) {
 		out := r.Frequency < d.cfg.MinHz || r.Frequency > d.cfg.MaxHz
 		back := r.Frequency >= d.cfg.MinHz+d.cfg.HysteresisHz && r.Frequency <= d.cfg.MaxHz-d.cfg.HysteresisHz
-		evs = d.sustained(&d.freq, r, out, back, Frequency,
-			fmt.Sprintf("f %.2f Hz outside %.2f..%.2f Hz", r.Frequency, d.cfg.MinHz, d.cfg.MaxHz), evs)
+		evs = d.sustained(&d.freq, r, out, back, Frequency, evs)
 	}
 	return evs
 }
 
-func (d *Detector) sustained(x *excursion, r power.Reading, out, back bool, k Kind, detail string, evs []Event) []Event {
+// detail describes a sustained excursion (built only when an event fires).
+func (d *Detector) detail(k Kind, r power.Reading) string {
+	switch k {
+	case Overvoltage:
+		return fmt.Sprintf("V %.1f above %.1f V", r.Voltage, d.cfg.NominalV*power.Volts(1+d.cfg.BandPct/100))
+	case Undervoltage:
+		return fmt.Sprintf("V %.1f below %.1f V", r.Voltage, d.cfg.NominalV*power.Volts(1-d.cfg.BandPct/100))
+	}
+	return fmt.Sprintf("f %.2f Hz outside %.2f..%.2f Hz", r.Frequency, d.cfg.MinHz, d.cfg.MaxHz)
+}
+
+func (d *Detector) sustained(x *excursion, r power.Reading, out, back bool, k Kind, evs []Event) []Event {
 	switch {
 	case out:
 		if x.since.IsZero() {
@@ -193,7 +201,7 @@ func (d *Detector) sustained(x *excursion, r power.Reading, out, back bool, k Ki
 		if !x.fired && r.Time.Sub(x.since) >= d.cfg.Sustain {
 			x.fired = true
 			evs = append(evs, Event{Kind: k, Time: r.Time, Before: x.before, After: r,
-				Detail: detail + " for " + r.Time.Sub(x.since).String()})
+				Detail: d.detail(k, r) + " for " + r.Time.Sub(x.since).String()})
 		}
 	default:
 		x.since = time.Time{}
