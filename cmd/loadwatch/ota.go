@@ -25,6 +25,7 @@ import (
 type otaCmd struct {
 	Keygen  otaKeygenCmd  `cmd:"" help:"Make a minisign-compatible signing key pair (ota.key, ota.pub)."`
 	Publish otaPublishCmd `cmd:"" help:"Sign a binary and publish it as a release, starting a staged rollout."`
+	Import  otaImportCmd  `cmd:"" help:"Add a release signed on another machine, after verifying it (the server needs no signing key)."`
 	List    otaListCmd    `cmd:"" help:"List channels, platforms, rollouts and releases in a data directory."`
 	Promote otaPromoteCmd `cmd:"" help:"Move a rollout to its next cohort (or --to N%); 100% makes it the stable release."`
 	Halt    otaHaltCmd    `cmd:"" help:"Stop a rollout: every device is offered the stable release again."`
@@ -165,6 +166,45 @@ func (c *otaPublishCmd) Run() error {
 	}
 	fmt.Printf("published %s for %s on %s: %d bytes, sha256 %s, rollout %v%%, signed by %s\n",
 		m.Version, m.Platform(), m.Channel, m.Size, m.SHA256, m.Rollout.Percent, sec.ID())
+	return nil
+}
+
+type otaImportCmd struct {
+	Release    string   `required:"" type:"existingdir" help:"Release directory written by publish (update.json, update.json.minisig, loadwatch-agent)."`
+	Pubkey     []string `required:"" help:"Public key(s) the release must be signed with (ota.pub)."`
+	Rollout    percent  `help:"First cohort (default: the rollout signed into the manifest)."`
+	Threshold  percent  `default:"20%" help:"Halt the rollout automatically when more than this share of reporting devices fail."`
+	MinResults int      `default:"1" help:"Results needed before the automatic halt may trigger."`
+	Data       string   `required:"" type:"path" help:"Release data directory."`
+}
+
+func (c *otaImportCmd) Run() error {
+	var keys ota.Keyring
+	for _, p := range c.Pubkey {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		k, err := ota.ParsePublicKey(b)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		keys = append(keys, k)
+	}
+	st, err := release.Open(c.Data, nil)
+	if err != nil {
+		return err
+	}
+	m, err := st.Import(c.Release, keys, float64(c.Rollout), float64(c.Threshold)/100, c.MinResults)
+	if err != nil {
+		return err
+	}
+	r, err := st.Get(m.Channel, m.OS, m.Arch)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("imported %s for %s (signature verified)\n", m.Version, m.Platform())
+	printRollout(r)
 	return nil
 }
 

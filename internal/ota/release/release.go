@@ -276,7 +276,16 @@ func (s *Store) Publish(req PublishRequest) (ota.Manifest, error) {
 		return ota.Manifest{}, err
 	}
 
-	_, err = s.update(req.Channel, req.OS, req.Arch, func(r *Rollout) error {
+	if err := s.add(m, bin, mdata, msig, req.Percent, req.FailureThreshold, req.MinResults); err != nil {
+		return ota.Manifest{}, err
+	}
+	return m, nil
+}
+
+// add stores a signed release and makes it the candidate (or stable).
+func (s *Store) add(m ota.Manifest, bin, mdata, msig []byte, percent, threshold float64, minResults int) error {
+	v := ota.MustParseVersion(m.Version)
+	_, err := s.update(m.Channel, m.OS, m.Arch, func(r *Rollout) error {
 		for _, cur := range []string{r.Stable, r.Candidate} {
 			if cur == "" {
 				continue
@@ -287,7 +296,7 @@ func (s *Store) Publish(req PublishRequest) (ota.Manifest, error) {
 				return fmt.Errorf("%w: %s <= stable %s", ErrNotNewer, v, cur)
 			}
 		}
-		rdir := filepath.Join(s.platDir(req.Channel, req.OS, req.Arch), v.String())
+		rdir := filepath.Join(s.platDir(m.Channel, m.OS, m.Arch), v.String())
 		if _, err := os.Stat(rdir); err == nil {
 			return fmt.Errorf("%w: %s (directory %s exists)", ErrExists, v, rdir)
 		}
@@ -309,24 +318,67 @@ func (s *Store) Publish(req PublishRequest) (ota.Manifest, error) {
 		if err := ota.SyncDir(filepath.Dir(rdir)); err != nil {
 			return err
 		}
-		if req.FailureThreshold > 0 {
-			r.FailureThreshold = req.FailureThreshold
+		if threshold > 0 {
+			r.FailureThreshold = threshold
 		}
-		if req.MinResults > 0 {
-			r.MinResults = req.MinResults
+		if minResults > 0 {
+			r.MinResults = minResults
 		}
 		r.Halted, r.HaltReason, r.HaltedAt, r.Results = false, "", time.Time{}, nil
-		if req.Percent >= 100 {
+		if percent >= 100 {
 			r.Previous, r.Stable, r.Candidate, r.Percent = r.Stable, v.String(), "", 0
 		} else {
-			r.Candidate, r.Percent = v.String(), req.Percent
+			r.Candidate, r.Percent = v.String(), percent
 		}
 		return nil
 	})
+	return err
+}
+
+// Import adds a release signed elsewhere (a directory holding
+// update.json, update.json.minisig and loadwatch-agent, as Publish writes
+// them) after verifying manifest and binary against keys, so the server
+// never needs the signing key. percent 0 takes the manifest's rollout.
+func (s *Store) Import(dir string, keys ota.Keyring, percent, threshold float64, minResults int) (ota.Manifest, error) {
+	read := func(name string) ([]byte, error) {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, fmt.Errorf("release: import: %w", err)
+		}
+		return b, nil
+	}
+	mdata, err := read("update.json")
 	if err != nil {
 		return ota.Manifest{}, err
 	}
-	return m, nil
+	msig, err := read("update.json.minisig")
+	if err != nil {
+		return ota.Manifest{}, err
+	}
+	if _, err := keys.Verify(mdata, msig); err != nil {
+		return ota.Manifest{}, fmt.Errorf("release: import: manifest: %w", err)
+	}
+	m, err := ota.ParseManifest(mdata)
+	if err != nil {
+		return ota.Manifest{}, err
+	}
+	if err := checkNames(m.Channel, m.OS, m.Arch); err != nil {
+		return ota.Manifest{}, err
+	}
+	if err := m.VerifyBinary(keys, filepath.Join(dir, BinaryName)); err != nil {
+		return ota.Manifest{}, fmt.Errorf("release: import: %w", err)
+	}
+	bin, err := read(BinaryName)
+	if err != nil {
+		return ota.Manifest{}, err
+	}
+	if percent == 0 {
+		percent = m.Rollout.Percent
+	}
+	if percent <= 0 || percent > 100 || threshold < 0 || threshold >= 1 {
+		return ota.Manifest{}, fmt.Errorf("%w: rollout %v%%, threshold %v", ErrBadRequest, percent, threshold)
+	}
+	return m, s.add(m, bin, mdata, msig, percent, threshold, minResults)
 }
 
 // Get returns one rollout's state.

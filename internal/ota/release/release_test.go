@@ -127,3 +127,38 @@ func TestPromoteHaltAutoHalt(t *testing.T) {
 		t.Fatalf("list: %+v %v", ls, err)
 	}
 }
+
+func TestImportVerifies(t *testing.T) {
+	src, pub, sec, bin := newStore(t)
+	publish(t, src, sec, bin, "v1.0.0", 10)
+	dir := filepath.Join(src.Dir(), "stable", "linux-arm64", "v1.0.0")
+	dst, err := Open(filepath.Join(t.TempDir(), "server"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _, _ := ota.GenerateKey(rand.NewChaCha8([32]byte{8}))
+	if _, err := dst.Import(dir, ota.Keyring{other}, 0, 0, 0); !errors.Is(err, ota.ErrUnknownKey) {
+		t.Fatalf("import with the wrong key: %v", err)
+	}
+	// A changed binary is refused.
+	b, _ := os.ReadFile(filepath.Join(dir, BinaryName))
+	bad := t.TempDir()
+	for _, n := range []string{"update.json", "update.json.minisig"} {
+		c, _ := os.ReadFile(filepath.Join(dir, n))
+		os.WriteFile(filepath.Join(bad, n), c, 0o644)
+	}
+	b2 := append([]byte(nil), b...)
+	b2[0] ^= 1
+	os.WriteFile(filepath.Join(bad, BinaryName), b2, 0o644)
+	if _, err := dst.Import(bad, ota.Keyring{pub}, 0, 0, 0); !errors.Is(err, ota.ErrBinaryMismatch) {
+		t.Fatalf("import of a changed binary: %v", err)
+	}
+	m, err := dst.Import(dir, ota.Keyring{pub}, 0, 0, 0)
+	if err != nil || m.Version != "v1.0.0" {
+		t.Fatalf("import: %+v %v", m, err)
+	}
+	r, _ := dst.Get("stable", "linux", "arm64")
+	if r.Candidate != "v1.0.0" || r.Percent != 10 {
+		t.Fatalf("imported rollout %+v", r)
+	}
+}
