@@ -94,7 +94,8 @@ const MaxEpochLen = 64
 
 // DecodeTelemetry decodes and validates one telemetry payload (single or
 // batch form) against lim, with now as the reference for future
-// timestamps. The whole message is refused if any reading is invalid (an
+// timestamps (a zero now skips that check, e.g. when the agent re-reads
+// its own outbox records to batch them). The whole message is refused if any reading is invalid (an
 // MQTT PUBACK is per message). The error is an *Error.
 func DecodeTelemetry(payload []byte, now time.Time, lim Limits) (Message, error) {
 	var m Message
@@ -104,10 +105,11 @@ func DecodeTelemetry(payload []byte, now time.Time, lim Limits) (Message, error)
 
 // ValidateTelemetry checks an already decoded or locally built message
 // (the agent calls it before sending) with the same rules as
-// DecodeTelemetry, except the payload size.
+// DecodeTelemetry, except the payload size. V 0 counts as Version, as in
+// AppendJSON. A zero now skips the future-timestamp check.
 func ValidateTelemetry(m *Message, now time.Time, lim Limits) error {
 	lim = lim.withDefaults()
-	if m.V != Version {
+	if m.V != Version && m.V != 0 { // 0 is written as Version
 		return fieldErr(ReasonUnsupportedVersion, "v", -1)
 	}
 	if err := validateEpoch(m.Epoch); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -356,5 +357,40 @@ func TestTasmota(t *testing.T) {
 		if _, err := DecodeTasmota([]byte(c.payload), nil, time.Time{}, Limits{}); ReasonOf(err) != c.reason {
 			t.Errorf("%s: err %v, want %s", c.payload, err, c.reason)
 		}
+	}
+}
+
+func TestValidateLocal(t *testing.T) {
+	ok := Message{Epoch: "e", Readings: []Telemetry{fullReading(1, t0)}}
+	if err := ValidateTelemetry(&ok, t0, Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	nan := fullReading(1, t0)
+	nan.Reading.Power = power.Watts(math.NaN())
+	noState := fullReading(2, t0)
+	noState.State = ""
+	future := fullReading(3, t0.Add(time.Hour))
+	badFeature := fullReading(4, t0)
+	badFeature.Features = &Features{V: 1, Values: map[string]float64{"x": math.Inf(1)}}
+	for _, c := range []struct {
+		m      Message
+		reason Reason
+	}{
+		{Message{V: 2, Epoch: "e", Readings: []Telemetry{fullReading(1, t0)}}, ReasonUnsupportedVersion},
+		{Message{Epoch: "", Readings: []Telemetry{fullReading(1, t0)}}, ReasonMissingField},
+		{Message{Epoch: "e"}, ReasonMissingField},
+		{Message{Epoch: "e", Readings: []Telemetry{nan}}, ReasonNaNOrInf},
+		{Message{Epoch: "e", Readings: []Telemetry{noState}}, ReasonMissingField},
+		{Message{Epoch: "e", Readings: []Telemetry{future}}, ReasonFutureTimestamp},
+		{Message{Epoch: "e", Readings: []Telemetry{badFeature}}, ReasonNaNOrInf},
+	} {
+		if err := ValidateTelemetry(&c.m, t0, Limits{}); ReasonOf(err) != c.reason {
+			t.Errorf("%+v: %v, want %s", c.m, err, c.reason)
+		}
+	}
+	// A zero now skips the future check (re-reading the agent's own outbox).
+	m := Message{Epoch: "e", Readings: []Telemetry{future}}
+	if err := ValidateTelemetry(&m, time.Time{}, Limits{}); err != nil {
+		t.Error(err)
 	}
 }
