@@ -292,6 +292,7 @@ type modelReportCmd struct {
 	JSON     bool          `name:"json" help:"Print the result as JSON."`
 	FoldsOut string        `help:"Write the fold assignment (line,device,fold,excluded) to this CSV file, for tools/eval."`
 	Without  []string      `sep:"," help:"Ablation: treat these features (names, or prefixes ending in *) as not measured."`
+	Multi    bool          `name:"multi-label" help:"Train one on/off forest per appliance instead of one forest over combination labels."`
 	forestFlags
 }
 
@@ -317,7 +318,11 @@ func (c *modelReportCmd) Run(ctx context.Context) error {
 		}
 	}
 	start := time.Now()
-	res, err := classify.CrossValidate(ctx, d, folds, c.config(), func(k int, s classify.FoldScore) {
+	cv := classify.CrossValidate
+	if c.Multi {
+		cv = classify.CrossValidateMulti
+	}
+	res, err := cv(ctx, d, folds, c.config(), func(k int, s classify.FoldScore) {
 		if !c.JSON {
 			fmt.Printf("fold %d: train %6d  test %6d  accuracy %.4f  macro-F1 %.4f\n", k, s.TrainRows, s.TestRows, s.Accuracy, s.MacroF1)
 		}

@@ -379,3 +379,37 @@ func BenchmarkPredictHandler(b *testing.B) {
 		}
 	}
 }
+
+func TestMultiLabel(t *testing.T) {
+	if got := Appliances([]string{"nothing", "fan+lamp", "lamp", "kettle"}); strings.Join(got, ",") != "fan,kettle,lamp" {
+		t.Errorf("Appliances = %v", got)
+	}
+	rows := synthRows()
+	// Make a combination: "iron" rows become "iron+laptop".
+	for i := range rows {
+		if rows[i].Label == "iron" {
+			rows[i].Label = "iron+laptop"
+		}
+	}
+	d, _ := BuildDataset(features.SetLW1, features.Config{}, rows)
+	cfg := forest.DefaultConfig()
+	cfg.Trees = 10
+	ml, err := TrainMultiLabel(context.Background(), d, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(ml.Appliances, ",") != "iron,laptop" {
+		t.Fatalf("appliances %v", ml.Appliances)
+	}
+	nf := d.NFeatures
+	for _, i := range []int{5, 45, 85} {
+		if got := ml.Predict(d.X[i*nf : (i+1)*nf]); got != rows[i].Label {
+			t.Errorf("row %d: %s, want %s", i, got, rows[i].Label)
+		}
+	}
+	f, _ := MakeFolds(rows, 2, SchemeRuns, 0)
+	res, err := CrossValidateMulti(context.Background(), d, f, cfg, nil)
+	if err != nil || res.Pooled.Rows != len(rows) || res.MeanAcc < 0.9 {
+		t.Errorf("cv %+v %v", res, err)
+	}
+}
