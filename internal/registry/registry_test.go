@@ -540,3 +540,31 @@ func BenchmarkTouchLastSeen(b *testing.B) {
 		r.TouchLastSeen("pi", now)
 	}
 }
+
+func FuzzSplitSubDevice(f *testing.F) {
+	for _, s := range []string{"pi", "pi.1", "pi.247", "pi.248", "a.b.c", "", ".", "x.007"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		id, addr, ok := SplitSubDevice(s)
+		if !ok {
+			if id != "" || addr != 0 {
+				t.Fatalf("SplitSubDevice(%q) = %q, %d on failure", s, id, addr)
+			}
+			return
+		}
+		if ValidateID(id) != nil {
+			t.Fatalf("SplitSubDevice(%q) returned invalid id %q", s, id)
+		}
+		rebuilt := id
+		if addr != 0 {
+			if addr < 1 || addr > 247 {
+				t.Fatalf("SplitSubDevice(%q) address %d", s, addr)
+			}
+			rebuilt = fmt.Sprintf("%s.%d", id, addr)
+		}
+		if rebuilt != s {
+			t.Fatalf("SplitSubDevice(%q) does not round-trip: %q", s, rebuilt)
+		}
+	})
+}
