@@ -336,6 +336,11 @@ func TestPredictAllocs(t *testing.T) {
 	if a := testing.AllocsPerRun(100, func() { f.PredictProba(x, probs) }); a != 0 {
 		t.Errorf("PredictProba allocates %v times", a)
 	}
+	classes := make([]int32, 50)
+	batchProbs := make([]float32, 50*f.NumClasses())
+	if a := testing.AllocsPerRun(20, func() { f.PredictBatch(d.X[:50*8], classes, batchProbs) }); a != 0 {
+		t.Errorf("PredictBatch allocates %v times", a)
+	}
 }
 
 // TestManyClasses covers the pooled accumulator used above stackProbs classes.

@@ -38,7 +38,8 @@ func synthetic(rows int, seed uint64, nanEvery int) Dataset {
 		for _, a := range combos[c] {
 			ap := math.Max(1, apps[a].p+rng.NormFloat64()*apps[a].sdP)
 			p += ap
-			q += ap * math.Tan(math.Acos(apps[a].pf+rng.NormFloat64()*0.03))
+			pf := min(1, max(0.05, apps[a].pf+rng.NormFloat64()*0.03))
+			q += ap * math.Tan(math.Acos(pf))
 		}
 		s := math.Hypot(p, q)
 		pf := p / s
