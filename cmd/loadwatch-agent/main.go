@@ -19,6 +19,7 @@ import (
 
 type cli struct {
 	Version  versionCmd  `cmd:"" help:"Print version, commit, build date and Go version."`
+	Run      runCmd      `cmd:"" help:"Run the agent: sample the meters, protect the circuit, report over MQTT (duty-cycled, store-and-forward)."`
 	Pzem     pzemCmd     `cmd:"" help:"PZEM-004T meter tool: read, scan, set-address, set-alarm, reset-energy, calibrate."`
 	Update   updateCmd   `cmd:"" help:"Check for a signed update now and apply it (download, verify, swap, restart, health check, rollback)."`
 	OtaGuard otaGuardCmd `cmd:"" name:"ota-guard" help:"Supervisor pre-start hook: finish an interrupted update, roll back a new version that keeps failing."`

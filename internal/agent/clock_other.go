@@ -1,0 +1,5 @@
+//go:build !linux
+
+package agent
+
+func kernelSynced() (synced, known bool) { return false, false }
