@@ -2,6 +2,8 @@ package ota
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"os"
@@ -9,6 +11,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/blake2b"
+	"golang.org/x/crypto/scrypt"
 )
 
 // testKey returns a deterministic key pair (fixed seed).
@@ -108,17 +113,63 @@ func TestKeyFilesRoundTrip(t *testing.T) {
 	}
 }
 
-// TestEncryptedSecretKey runs the real scrypt cost minisign uses (about
-// 1 GiB and a few seconds), so it is skipped in -short.
+// encryptCheap writes an encrypted minisign secret key with a low scrypt
+// cost (the file carries its cost parameters), built independently from
+// the format: Ed | Sc | B2 | salt | opslimit | memlimit |
+// (keyid|sk|BLAKE2b-256(Ed|keyid|sk)) XOR scrypt(password, salt).
+func encryptCheap(t *testing.T, sec SecretKey, password string) []byte {
+	t.Helper()
+	plain, err := MarshalSecretKey(sec, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(strings.SplitN(string(plain), "\n", 2)[1]))
+	if err != nil || len(raw) != 158 {
+		t.Fatalf("unencrypted key: %d bytes, %v", len(raw), err)
+	}
+	out := make([]byte, 158)
+	copy(out, raw[:6])
+	copy(out[2:4], "Sc")
+	salt := bytes.Repeat([]byte{0x5a}, 32)
+	copy(out[6:38], salt)
+	const ops, mem = 1 << 15, 16 << 20 // -> N=1024, r=8, p=1 in minisign's conversion
+	binary.LittleEndian.PutUint64(out[38:], ops)
+	binary.LittleEndian.PutUint64(out[46:], mem)
+	msg := append([]byte{0x45, 0x64}, raw[54:126]...)
+	sum := blake2b.Sum256(msg)
+	clear := append(append([]byte(nil), raw[54:126]...), sum[:]...)
+	ks, err := scrypt.Key([]byte(password), salt, 1024, 8, 1, 104)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range clear {
+		out[54+i] = clear[i] ^ ks[i]
+	}
+	return []byte("untrusted comment: test key\n" + base64.StdEncoding.EncodeToString(out) + "\n")
+}
+
 func TestEncryptedSecretKey(t *testing.T) {
-	if testing.Short() {
-		t.Skip("scrypt at minisign's cost takes ~1 GiB and seconds")
+	_, sec := testKey(t, 4)
+	st := encryptCheap(t, sec, "correct horse")
+	checkEncrypted(t, sec, st)
+}
+
+// TestEncryptedSecretKeyFullCost runs the scrypt cost minisign and
+// keygen --encrypt use (about 1 GiB; a minute on a busy 2-core machine).
+func TestEncryptedSecretKeyFullCost(t *testing.T) {
+	if os.Getenv("LOADWATCH_LONG") == "" {
+		t.Skip("set LOADWATCH_LONG=1: scrypt at minisign's cost takes ~1 GiB and up to a minute")
 	}
 	_, sec := testKey(t, 4)
 	st, err := MarshalSecretKey(sec, "correct horse")
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkEncrypted(t, sec, st)
+}
+
+func checkEncrypted(t *testing.T, sec SecretKey, st []byte) {
+	t.Helper()
 	if !SecretKeyEncrypted(st) {
 		t.Fatal("encrypted key not reported as encrypted")
 	}
