@@ -413,3 +413,31 @@ func TestMultiLabel(t *testing.T) {
 		t.Errorf("cv %+v %v", res, err)
 	}
 }
+
+// FuzzPredictHandlers sends arbitrary bodies to both endpoints: they must
+// answer 200 or a 4xx with a JSON body, never panic or 5xx.
+func FuzzPredictHandlers(f *testing.F) {
+	f.Add([]byte(`{"power": 1500, "voltage": 231, "current": 6.5, "pf": 1}`))
+	f.Add([]byte(`{"readings":[{"ts":"2024-03-01T08:00:00Z","power":1},{"ts":"2024-03-01T08:00:01Z","power":1e308}]}`))
+	f.Add([]byte(`{"power": 42, "energy": 7}`))
+	lw := NewHolder(nil)
+	if err := lw.Set(trainModel(f, features.SetLW1), "lw1"); err != nil {
+		f.Fatal(err)
+	}
+	legacy := NewHolder(nil)
+	if err := legacy.Set(trainModel(f, features.SetLegacy), "legacy"); err != nil {
+		f.Fatal(err)
+	}
+	handlers := []http.Handler{lw.PredictHandler(), legacy.PredictHandler(), legacy.LegacyHandler(), lw.LegacyHandler()}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, h := range handlers {
+			req := httptest.NewRequest("POST", "/", bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code >= 500 || !json.Valid(rec.Body.Bytes()) {
+				t.Fatalf("%d %s", rec.Code, rec.Body.String())
+			}
+		}
+	})
+}
