@@ -451,6 +451,33 @@ func (b *builder) findSplit(start, end int, wsum float64) (split, bool) {
 			dotRnN += Rn[c] * N[c]
 		}
 		wL, wRn := 0.0, wsum-wN
+		if nanCnt == 0 {
+			// The common case, without the NaN bookkeeping: the same
+			// arithmetic as below with N = 0.
+			v := col[seg[0]]
+			for k := 0; k < nn-1; k++ {
+				s := b.wy[seg[k]]
+				c, wi := s.y, s.w
+				sqL += wi * (2*L[c] + wi)
+				sqRn += wi * (wi - 2*Rn[c])
+				L[c] += wi
+				Rn[c] -= wi
+				wL += wi
+				wRn -= wi
+				next := col[seg[k+1]]
+				if next <= v {
+					continue
+				}
+				v = next
+				if nL := k + 1; nL >= msl && nn-nL >= msl {
+					if s := sqL/wL + sqRn/wRn; s > best.score {
+						best = split{feat: f, pos: k, score: s, wl: wL, wr: wRn, sql: sqL, sqr: sqRn}
+						found = true
+					}
+				}
+			}
+			continue
+		}
 		for k := 0; k < nn; k++ {
 			i := seg[k]
 			s := b.wy[i]
