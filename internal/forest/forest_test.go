@@ -369,3 +369,13 @@ func TestManyClasses(t *testing.T) {
 }
 
 func t0() context.Context { return context.Background() }
+
+func TestSubset(t *testing.T) {
+	d := tiny([]string{"a", "b"}, []float32{1, 2, 0}, []float32{3, 4, 1}, []float32{5, 6, 1})
+	d.Groups = []int32{7, 8, 9}
+	s := d.Subset([]int{2, 0, 2})
+	if !slices.Equal(s.X, []float32{5, 6, 1, 2, 5, 6}) || !slices.Equal(s.Y, []int32{1, 0, 1}) ||
+		!slices.Equal(s.Groups, []int32{9, 7, 9}) || s.NFeatures != 2 || s.Validate() != nil {
+		t.Errorf("subset %+v", s)
+	}
+}

@@ -25,6 +25,24 @@ type Dataset struct {
 // Rows returns the number of rows.
 func (d Dataset) Rows() int { return len(d.Y) }
 
+// Subset returns a new dataset holding the given rows, in that order (a
+// row may repeat), for cross-validation folds. Names are shared.
+func (d Dataset) Subset(rows []int) Dataset {
+	s := Dataset{NFeatures: d.NFeatures, Classes: d.Classes, Features: d.Features,
+		X: make([]float32, 0, len(rows)*d.NFeatures), Y: make([]int32, 0, len(rows))}
+	if d.Groups != nil {
+		s.Groups = make([]int32, 0, len(rows))
+	}
+	for _, r := range rows {
+		s.X = append(s.X, d.X[r*d.NFeatures:(r+1)*d.NFeatures]...)
+		s.Y = append(s.Y, d.Y[r])
+		if d.Groups != nil {
+			s.Groups = append(s.Groups, d.Groups[r])
+		}
+	}
+	return s
+}
+
 // Validate checks the shapes and the labels.
 func (d Dataset) Validate() error {
 	if d.NFeatures <= 0 || d.NFeatures > maxFeatures {
