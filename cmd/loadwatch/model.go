@@ -53,6 +53,7 @@ func (f forestFlags) featureConfig() features.Config {
 type modelTrainCmd struct {
 	Data []string `required:"" sep:"," help:"Labelled readings CSV file(s), comma separated."`
 	Out  string   `required:"" help:"Model file to write (JSON)."`
+	CV   int      `name:"cv" default:"0" help:"Before training, run this many time-blocked folds (scheme runs, purge 10s) and store the result in the model file (0 = skip)."`
 	forestFlags
 }
 
@@ -64,6 +65,21 @@ func (c *modelTrainCmd) Run(ctx context.Context) error {
 	d, err := classify.BuildDataset(c.Features, c.featureConfig(), rows)
 	if err != nil {
 		return err
+	}
+	var report json.RawMessage
+	if c.CV > 0 {
+		folds, err := classify.MakeFolds(rows, c.CV, classify.SchemeRuns, 10*time.Second)
+		if err != nil {
+			return err
+		}
+		res, err := classify.CrossValidate(ctx, d, folds, c.config(), nil)
+		if err != nil {
+			return err
+		}
+		if report, err = json.Marshal(res); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "cross-validation (%d folds, runs): accuracy %.4f +- %.4f, macro-F1 %.4f +- %.4f\n", c.CV, res.MeanAcc, res.StdAcc, res.MeanMacroF1, res.StdMacroF1)
 	}
 	start := time.Now()
 	f, err := forest.Train(ctx, d, c.config())
@@ -81,6 +97,7 @@ func (c *modelTrainCmd) Run(ctx context.Context) error {
 		DataHash:      forest.HashDataset(d),
 		TrainedAt:     time.Now().UTC().Truncate(time.Second),
 		Config:        c.config(),
+		Report:        report,
 		Forest:        f,
 	}
 	if err := writeModel(c.Out, m); err != nil {

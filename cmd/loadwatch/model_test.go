@@ -47,7 +47,7 @@ func TestModelTrainEvalPredict(t *testing.T) {
 	}
 	train, test, model := filepath.Join(dir, "train.csv"), filepath.Join(dir, "test.csv"), filepath.Join(dir, "m.json")
 	ctx := context.Background()
-	tc := modelTrainCmd{Data: []string{train}, Out: model}
+	tc := modelTrainCmd{Data: []string{train}, Out: model, CV: 3}
 	tc.Trees, tc.Seed, tc.MinLeaf, tc.Features, tc.MaxGap = 20, 1, 5, "lw1", 30e9
 	if err := tc.Run(ctx); err != nil {
 		t.Fatal(err)
@@ -56,7 +56,7 @@ func TestModelTrainEvalPredict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Kind != forest.KindLoadwatch || m.Legacy || m.FeatureSet != "lw1" || len(m.Classes) != 4 {
+	if m.Kind != forest.KindLoadwatch || m.Legacy || m.FeatureSet != "lw1" || len(m.Classes) != 4 || !strings.Contains(string(m.Report), `"mean_accuracy"`) {
 		t.Errorf("model %s %v %s %v", m.Kind, m.Legacy, m.FeatureSet, m.Classes)
 	}
 
