@@ -64,9 +64,9 @@ const (
 // Config configures a Broker; zero fields mean the documented defaults.
 type Config struct {
 	// TCPAddr, TLSAddr and WSAddr are listen addresses; an empty one is
-	// not opened. TCPAddr and TLSAddr may use port 0 (see Addr). WSAddr
-	// serves MQTT over WebSocket (subprotocol "mqtt", any path), with TLS
-	// when TLS is set.
+	// not opened; port 0 picks a free port (see Addr). WSAddr serves MQTT
+	// over WebSocket (subprotocol "mqtt", any path), with TLS when TLS is
+	// set.
 	TCPAddr, TLSAddr, WSAddr string
 	// TLS is required with TLSAddr (see LoadTLS).
 	TLS *tls.Config
@@ -152,7 +152,7 @@ func LoadTLS(certFile, keyFile string) (*tls.Config, error) {
 func (b *Broker) Ready() <-chan struct{} { return b.ready }
 
 // Addr returns the bound address of a listener ("tcp", "tls" or "ws") once
-// Ready, or "" if it is not configured. For "ws" it is the configured one.
+// Ready, or "" if it is not configured.
 func (b *Broker) Addr(listener string) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -201,7 +201,7 @@ func (b *Broker) Run(ctx context.Context) error {
 		ls = append(ls, lc{"tls", listeners.NewTCP(listeners.Config{ID: "tls", Address: b.cfg.TLSAddr, TLSConfig: b.cfg.TLS})})
 	}
 	if b.cfg.WSAddr != "" {
-		ls = append(ls, lc{"ws", listeners.NewWebsocket(listeners.Config{ID: "ws", Address: b.cfg.WSAddr, TLSConfig: b.cfg.TLS})})
+		ls = append(ls, lc{"ws", newWSListener("ws", b.cfg.WSAddr, b.cfg.TLS)})
 	}
 	for _, l := range ls {
 		if err := srv.AddListener(l.l); err != nil {

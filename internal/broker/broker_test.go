@@ -21,6 +21,7 @@ import (
 	"loadwatch/internal/registry"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/gorilla/websocket"
 )
 
 // recorder is a test Ingester: it records what it accepted and refuses
@@ -148,6 +149,7 @@ type connOpts struct {
 	clean  bool
 	expiry uint32
 	tls    *tls.Config
+	ws     bool
 }
 
 // dial connects an MQTT 5 client; it returns the CONNACK and the error.
@@ -155,9 +157,17 @@ func dial(t testing.TB, addr, clientID, user, pass string, o connOpts) (*conn, *
 	t.Helper()
 	var nc net.Conn
 	var err error
-	if o.tls != nil {
+	switch {
+	case o.ws:
+		d := websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: 10 * time.Second}
+		var wc *websocket.Conn
+		wc, _, err = d.Dial("ws://"+addr+"/mqtt", nil)
+		if err == nil {
+			nc = newWSConn(wc)
+		}
+	case o.tls != nil:
 		nc, err = tls.Dial("tcp", addr, o.tls)
-	} else {
+	default:
 		nc, err = net.Dial("tcp", addr)
 	}
 	if err != nil {
@@ -457,6 +467,49 @@ func TestTLS(t *testing.T) {
 	if err == nil {
 		nc.Close()
 		t.Fatal("TLS handshake succeeded without the CA")
+	}
+}
+
+func TestWebSocket(t *testing.T) {
+	e := newEnv(t)
+	rec := &recorder{}
+	b, _ := start(t, Config{WSAddr: "127.0.0.1:0"}, e.reg, rec)
+	pi := mustDial(t, b.Addr("ws"), "pi", e.tokens["pi"], connOpts{clean: true, ws: true})
+	if code := pi.subscribe(t, "loadwatch/v1/pi/cmd"); code != 1 {
+		t.Fatalf("subscribe over websocket: %#x", code)
+	}
+	if code := pi.publish(t, "loadwatch/v1/pi/telemetry", "over ws"); code != 0 {
+		t.Fatalf("publish over websocket: %#x", code)
+	}
+	if err := b.Publish("loadwatch/v1/pi/cmd", []byte("relay off"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	pi.expect(t, "loadwatch/v1/pi/cmd", "relay off")
+	if got := rec.seen(); len(got) != 1 {
+		t.Fatalf("ingested %v", got)
+	}
+	if _, ca, err := dial(t, b.Addr("ws"), "pi", "pi", "wrong", connOpts{clean: true, ws: true}); err == nil || ca == nil || ca.ReasonCode != 0x86 {
+		t.Fatalf("wrong password over websocket: %v %+v", err, ca)
+	}
+}
+
+func TestListenError(t *testing.T) {
+	e := newEnv(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for _, cfg := range []Config{{TCPAddr: taken.Addr().String()}, {WSAddr: taken.Addr().String()}} {
+		b, err := New(cfg, e.reg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := b.Run(ctx); err == nil {
+			t.Errorf("Run on a taken address %+v returned nil", cfg)
+		}
+		cancel()
 	}
 }
 
