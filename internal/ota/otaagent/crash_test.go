@@ -249,3 +249,15 @@ func TestGuardRollsBackCrashingBinary(t *testing.T) {
 		t.Fatalf("state %+v", st)
 	}
 }
+
+func TestConcurrentUpdateIsRefused(t *testing.T) {
+	r := newRig(t)
+	unlock, err := r.updater("v1.0.0").lockFile(".update.lock", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if _, err := r.updater("v1.0.0").Update(context.Background()); !errors.Is(err, ErrBusy) {
+		t.Fatalf("second update: %v, want ErrBusy", err)
+	}
+}

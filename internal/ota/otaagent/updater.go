@@ -82,6 +82,44 @@ func New(c Config) (*Updater, error) {
 	return &Updater{c: c, cur: cur}, nil
 }
 
+// lockFile takes an flock on DIR/name: blocking for the state (held for
+// short read-modify-writes), or failing with ErrBusy when try is set.
+func (u *Updater) lockFile(name string, try bool) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(u.c.Dir, name), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("ota: lock: %w", err)
+	}
+	how := syscall.LOCK_EX
+	if try {
+		how |= syscall.LOCK_NB
+	}
+	if err := syscall.Flock(int(f.Fd()), how); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, ErrBusy
+		}
+		return nil, fmt.Errorf("ota: lock: %w", err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// ErrBusy: another process is updating this binary right now.
+var ErrBusy = errors.New("ota: another update is in progress")
+
+// withState runs fn on the loaded state under the state lock.
+func (u *Updater) withState(fn func(*State) error) error {
+	unlock, err := u.lockFile(".state.lock", false)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, err := LoadState(u.c.Dir)
+	if err != nil {
+		return err
+	}
+	return fn(&st)
+}
+
 func (u *Updater) prevPath() string  { return u.c.Binary + ".prev" }
 func (u *Updater) newPath() string   { return u.c.Binary + ".new" }
 func (u *Updater) guardPath() string { return u.c.Binary + ".guard" }
@@ -100,6 +138,14 @@ func (u *Updater) reportAs(st *State, running, kind, version string, ok bool, de
 		}
 	}
 	st.Unreported = append(st.Unreported, r)
+}
+
+// queue adds a failure report under the state lock.
+func (u *Updater) queue(kind, version, detail string) error {
+	return u.withState(func(st *State) error {
+		u.report(st, kind, version, false, detail)
+		return saveState(u.c.Dir, *st)
+	})
 }
 
 // ErrNoRelease means the source offers this device no release.
@@ -137,8 +183,7 @@ func (u *Updater) Check(ctx context.Context) (ota.Manifest, error) {
 		return m, err
 	}
 	u.c.Logger.Warn("ota: release refused", "version", m.Version, "err", err)
-	u.report(&st, "refused", m.Version, false, err.Error())
-	if serr := saveState(u.c.Dir, st); serr != nil {
+	if serr := u.queue("refused", m.Version, err.Error()); serr != nil {
 		return m, errors.Join(err, serr)
 	}
 	return m, err
@@ -176,12 +221,7 @@ func (u *Updater) Download(ctx context.Context, m ota.Manifest) (string, error) 
 	}
 	if err := m.VerifyBinary(u.c.Keys, part); err != nil {
 		os.Remove(part) // never keep, never resume, never run
-		st, lerr := LoadState(u.c.Dir)
-		if lerr == nil {
-			u.report(&st, "refused", m.Version, false, err.Error())
-			lerr = saveState(u.c.Dir, st)
-		}
-		return "", errors.Join(err, lerr)
+		return "", errors.Join(err, u.queue("refused", m.Version, err.Error()))
 	}
 	return part, nil
 }
@@ -281,10 +321,10 @@ func step(name string) error {
 // binary at Config.Binary is the new version in trial; restart it (Exec)
 // so that it can run its health check (Boot).
 func (u *Updater) Install(m ota.Manifest, staged string) error {
-	st, err := LoadState(u.c.Dir)
-	if err != nil {
-		return err
-	}
+	return u.withState(func(st *State) error { return u.install(st, m, staged) })
+}
+
+func (u *Updater) install(st *State, m ota.Manifest, staged string) error {
 	if st.Pending != nil {
 		return fmt.Errorf("ota: update to %s is still pending", st.Pending.Version)
 	}
@@ -319,7 +359,7 @@ func (u *Updater) Install(m ota.Manifest, staged string) error {
 	// 3. Record the intent.
 	st.Pending = &Pending{Version: m.Version, From: u.c.Current, Phase: PhaseSwap, SHA256: m.SHA256,
 		PrevSHA256: prevSum, Started: u.c.Now().UTC().Format(time.RFC3339)}
-	if err := saveState(u.c.Dir, st); err != nil {
+	if err := saveState(u.c.Dir, *st); err != nil {
 		return err
 	}
 	if err := step("intent"); err != nil {
@@ -337,8 +377,8 @@ func (u *Updater) Install(m ota.Manifest, staged string) error {
 	}
 	// 5. Trial.
 	st.Pending.Phase = PhaseTrial
-	u.report(&st, "apply", m.Version, true, "installed; restarting for the health check")
-	if err := saveState(u.c.Dir, st); err != nil {
+	u.report(st, "apply", m.Version, true, "installed; restarting for the health check")
+	if err := saveState(u.c.Dir, *st); err != nil {
 		return err
 	}
 	u.c.Logger.Info("ota: installed", "version", m.Version, "previous", u.c.Current)
@@ -355,6 +395,11 @@ type Outcome struct {
 
 // Update is Check, Download and Install.
 func (u *Updater) Update(ctx context.Context) (Outcome, error) {
+	unlock, err := u.lockFile(".update.lock", true)
+	if err != nil {
+		return Outcome{}, err
+	}
+	defer unlock()
 	m, err := u.Check(ctx)
 	switch {
 	case errors.Is(err, ErrNoRelease):
@@ -391,33 +436,50 @@ type BootResult struct {
 // good or restores the previous binary (then the caller must Exec
 // Config.Binary). It also finishes any step a crash interrupted.
 func (u *Updater) Boot(ctx context.Context, health HealthFunc) (BootResult, error) {
-	st, err := LoadState(u.c.Dir)
-	if err != nil {
-		return BootResult{}, err
-	}
-	res, err := u.reconcile(&st, false)
-	if err != nil || res.RolledBack != "" {
+	var (
+		res BootResult
+		p   Pending
+		try bool
+	)
+	err := u.withState(func(st *State) error {
+		var err error
+		if res, err = u.reconcile(st, false); err != nil || res.RolledBack != "" {
+			return err
+		}
+		if st.Pending == nil || st.Pending.Phase != PhaseTrial || st.Pending.Version != u.c.Current {
+			if st.Pending == nil && st.Current != u.c.Current { // first start, or installed by hand
+				st.Current = u.c.Current
+				return saveState(u.c.Dir, *st)
+			}
+			return nil
+		}
+		p, try = *st.Pending, true
+		return nil
+	})
+	if err != nil || !try {
 		return res, err
 	}
-	p := st.Pending
-	if p == nil || p.Phase != PhaseTrial || p.Version != u.c.Current {
-		if p == nil && st.Current != u.c.Current { // first start, or installed by hand
-			st.Current = u.c.Current
-			return res, saveState(u.c.Dir, st)
-		}
-		return res, nil
-	}
+	// The health check runs without the lock: it may take minutes.
 	hctx, cancel := context.WithTimeout(ctx, u.c.HealthDeadline)
 	herr := runHealth(hctx, health)
 	cancel()
-	if herr != nil {
-		if ctx.Err() != nil { // stopped, not unhealthy: decide on the next start
-			return res, ctx.Err()
-		}
-		u.c.Logger.Error("ota: health check failed; rolling back", "version", p.Version, "err", herr)
-		return u.rollback(&st, "health check failed: "+herr.Error())
+	if herr != nil && ctx.Err() != nil { // stopped, not unhealthy: decide on the next start
+		return res, ctx.Err()
 	}
-	return u.commit(&st)
+	err = u.withState(func(st *State) error {
+		if st.Pending == nil || st.Pending.Version != p.Version || st.Pending.Phase != PhaseTrial {
+			return nil // another process finished it meanwhile
+		}
+		var err error
+		if herr != nil {
+			u.c.Logger.Error("ota: health check failed; rolling back", "version", p.Version, "err", herr)
+			res, err = u.rollback(st, "health check failed: "+herr.Error())
+		} else {
+			res, err = u.commit(st)
+		}
+		return err
+	})
+	return res, err
 }
 
 func runHealth(ctx context.Context, health HealthFunc) error {
@@ -528,11 +590,13 @@ func (u *Updater) reconcile(st *State, guard bool) (BootResult, error) {
 // when a new version has been started MaxBoots times without marking
 // itself good, restores the previous binary.
 func (u *Updater) Guard() (BootResult, error) {
-	st, err := LoadState(u.c.Dir)
-	if err != nil {
-		return BootResult{}, err
-	}
-	return u.reconcile(&st, true)
+	var res BootResult
+	err := u.withState(func(st *State) error {
+		var err error
+		res, err = u.reconcile(st, true)
+		return err
+	})
+	return res, err
 }
 
 // Flush sends queued reports (results, refusals, applies) to the source's
@@ -540,28 +604,29 @@ func (u *Updater) Guard() (BootResult, error) {
 // queued for the next contact.
 func (u *Updater) Flush(ctx context.Context) error {
 	st, err := LoadState(u.c.Dir)
-	if err != nil {
+	if err != nil || len(st.Unreported) == 0 {
 		return err
 	}
-	if len(st.Unreported) == 0 {
-		return nil
-	}
-	sent := 0
+	done := 0 // sent, or refused for good by the server
 	var ferr error
 	for _, r := range st.Unreported {
 		if u.c.Source.ReportURL == "" {
 			u.c.Logger.Info("ota: result", "kind", r.Kind, "version", r.Version, "ok", r.OK, "detail", r.Detail)
-		} else if ferr = u.c.Source.post(ctx, r); ferr != nil {
-			break
+		} else if err := u.c.Source.post(ctx, r); err != nil {
+			var he *HTTPError
+			if !errors.As(err, &he) || he.Status/100 != 4 || he.Status == 401 || he.Status == 408 || he.Status == 429 {
+				ferr = err
+				break
+			}
+			u.c.Logger.Warn("ota: report refused by the server; dropped", "kind", r.Kind, "version", r.Version, "err", err)
 		}
-		sent++
+		done++
 	}
-	st2, err := LoadState(u.c.Dir) // keep reports queued meanwhile
-	if err != nil {
-		return err
-	}
-	st2.Unreported = st2.Unreported[min(sent, len(st2.Unreported)):]
-	return errors.Join(ferr, saveState(u.c.Dir, st2))
+	// Reports queued meanwhile stay.
+	return errors.Join(ferr, u.withState(func(st *State) error {
+		st.Unreported = st.Unreported[min(done, len(st.Unreported)):]
+		return saveState(u.c.Dir, *st)
+	}))
 }
 
 // Reachable reports whether the source answers the manifest request with
