@@ -31,8 +31,16 @@ type registryFlags struct {
 	JSON bool   `name:"json" help:"Print JSON instead of text."`
 }
 
-func (f registryFlags) open(ctx context.Context) (*registry.Registry, error) {
-	return registry.Open(ctx, registry.Path(f.Data), nil)
+// open opens the registry. Only 'add' creates one: for the other commands
+// a missing registry means a wrong --data, which should not pass silently.
+func (f registryFlags) open(ctx context.Context, create bool) (*registry.Registry, error) {
+	path := registry.Path(f.Data)
+	if !create {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("no device registry at %s (wrong --data?): %w", path, err)
+		}
+	}
+	return registry.Open(ctx, path, nil)
 }
 
 func devPrintJSON(w io.Writer, v any) error {
@@ -52,7 +60,7 @@ type deviceAddCmd struct {
 func (c *deviceAddCmd) Run(ctx context.Context) error { return c.run(ctx, os.Stdout) }
 
 func (c *deviceAddCmd) run(ctx context.Context, w io.Writer) error {
-	r, err := c.open(ctx)
+	r, err := c.open(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -78,7 +86,7 @@ type deviceListCmd struct {
 func (c *deviceListCmd) Run(ctx context.Context) error { return c.run(ctx, os.Stdout) }
 
 func (c *deviceListCmd) run(ctx context.Context, w io.Writer) error {
-	r, err := c.open(ctx)
+	r, err := c.open(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -138,7 +146,7 @@ type deviceShowCmd struct {
 func (c *deviceShowCmd) Run(ctx context.Context) error { return c.run(ctx, os.Stdout) }
 
 func (c *deviceShowCmd) run(ctx context.Context, w io.Writer) error {
-	r, err := c.open(ctx)
+	r, err := c.open(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -171,7 +179,7 @@ type deviceRevokeCmd struct {
 func (c *deviceRevokeCmd) Run(ctx context.Context) error { return c.run(ctx, os.Stdout) }
 
 func (c *deviceRevokeCmd) run(ctx context.Context, w io.Writer) error {
-	r, err := c.open(ctx)
+	r, err := c.open(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -194,7 +202,7 @@ type deviceRotateCmd struct {
 func (c *deviceRotateCmd) Run(ctx context.Context) error { return c.run(ctx, os.Stdout) }
 
 func (c *deviceRotateCmd) run(ctx context.Context, w io.Writer) error {
-	r, err := c.open(ctx)
+	r, err := c.open(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -222,7 +230,7 @@ type deviceDeleteCmd struct {
 func (c *deviceDeleteCmd) Run(ctx context.Context) error { return c.run(ctx, os.Stdout) }
 
 func (c *deviceDeleteCmd) run(ctx context.Context, w io.Writer) error {
-	r, err := c.open(ctx)
+	r, err := c.open(ctx, false)
 	if err != nil {
 		return err
 	}

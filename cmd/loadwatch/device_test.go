@@ -15,6 +15,9 @@ func TestDeviceCommands(t *testing.T) {
 	ctx := context.Background()
 	flags := registryFlags{Data: t.TempDir(), JSON: true}
 	var out bytes.Buffer
+	if err := (&deviceListCmd{registryFlags: flags}).run(ctx, &out); err == nil || !strings.Contains(err.Error(), "no device registry") {
+		t.Fatalf("list before any add: %v", err)
+	}
 
 	add := deviceAddCmd{registryFlags: flags, ID: "pi", Addr: []int{2, 1}}
 	if err := add.run(ctx, &out); err != nil {
