@@ -1,0 +1,177 @@
+package ingest
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"loadwatch/internal/anomaly"
+	"loadwatch/internal/features"
+	"loadwatch/internal/ledger"
+	"loadwatch/internal/power"
+	"loadwatch/internal/telemetry"
+)
+
+// device is the per-device state; mu guards everything below it.
+type device struct {
+	id string
+	mu sync.Mutex
+
+	seen     *seqSet
+	ext      *features.Extractor
+	extSet   string
+	vec      []float32
+	agentVec []float32
+	anom     *anomaly.Detector
+	ledger   *ledger.Ledger // only for sources that send a raw counter
+
+	tokens   float64
+	bucketAt time.Time
+
+	lastSeen   time.Time // receive time of the last message
+	last       result    // the newest reading
+	hasLast    bool
+	readings   uint64
+	status     telemetry.StatusState
+	statusAt   time.Time
+	firmware   string
+	skew       time.Duration
+	hasSkew    bool
+	skewed     bool
+	lastReadAt time.Time // receive time of the newest reading
+}
+
+// update records r as the device's latest reading (if it is not older
+// than the one shown); d.mu is held.
+func (d *device) update(r result, now time.Time) {
+	d.lastSeen, d.lastReadAt = now, now
+	d.readings++
+	if !d.hasLast || !r.reading.Time.Before(d.last.reading.Time) {
+		d.last, d.hasLast = r, true
+	}
+}
+
+// State says whether a device is connected.
+type State string
+
+// The device states of GET /api/v1/devices.
+const (
+	StateOnline  State = "online"  // heard from within OnlineWindow
+	StateAsleep  State = "asleep"  // duty-cycled: quiet, but within OfflineAfter and no "offline" status
+	StateOffline State = "offline" // last will received, or quiet for longer than OfflineAfter
+)
+
+// Device is the latest known state of one device, as ingest saw it.
+type Device struct {
+	ID         string
+	LastSeen   time.Time // receive time of the last message of any kind
+	Reading    power.Reading
+	HasReading bool
+	Seq        uint64
+	Epoch      string
+	Energy     power.WattHours // ledger total
+	HasEnergy  bool
+	Class      string
+	Confidence float64
+	Classified bool
+	Readings   uint64 // stored since this server started
+	Status     telemetry.StatusState
+	StatusAt   time.Time
+	Firmware   string
+	ClockSkew  time.Duration // reading time minus receive time of the last live reading
+	HasSkew    bool
+}
+
+// StateAt classifies the device at now: online when heard from within
+// online, offline when its last status was "offline" (a last will) after
+// its last message or when it has been quiet longer than offline, asleep
+// otherwise.
+func (d *Device) StateAt(now time.Time, online, offline time.Duration) State {
+	switch {
+	case d.Status == telemetry.StatusOffline && !d.StatusAt.Before(d.LastSeen):
+		return StateOffline
+	case d.LastSeen.IsZero() || now.Sub(d.LastSeen) > offline:
+		return StateOffline
+	case now.Sub(d.LastSeen) <= online:
+		return StateOnline
+	}
+	return StateAsleep
+}
+
+func (d *device) snapshot() Device {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := Device{
+		ID: d.id, LastSeen: d.lastSeen, Readings: d.readings, Status: d.status, StatusAt: d.statusAt,
+		Firmware: d.firmware, ClockSkew: d.skew, HasSkew: d.hasSkew,
+	}
+	if d.hasLast {
+		l := &d.last
+		s.Reading, s.HasReading, s.Seq, s.Epoch = l.reading, true, l.seq, l.epoch
+		s.Energy, s.HasEnergy = l.total, l.hasTotal
+		s.Class, s.Confidence, s.Classified = l.class, l.conf, l.classified
+	}
+	return s
+}
+
+// Devices returns the state of every device ingest has heard from, by id.
+func (p *Pipeline) Devices() []Device {
+	var out []Device
+	p.devs.Range(func(_, v any) bool {
+		out = append(out, v.(*device).snapshot())
+		return true
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Device returns the state of one device, and false if ingest has not
+// heard from it.
+func (p *Pipeline) Device(id string) (Device, bool) {
+	v, ok := p.devs.Load(id)
+	if !ok {
+		return Device{}, false
+	}
+	return v.(*device).snapshot(), true
+}
+
+// Forget drops a device's state (after it was deleted from the registry).
+func (p *Pipeline) Forget(id string) { p.devs.Delete(id) }
+
+// seqSet remembers the (epoch, seq) of recent readings of one device. It
+// is bounded: past its size the oldest are forgotten (a replay that old is
+// still harmless: the store takes an identical sample again without a
+// second copy).
+type seqSet struct {
+	max   int
+	m     map[seqKey]struct{}
+	order []seqKey // insertion ring
+	next  int
+}
+
+type seqKey struct {
+	epoch string
+	seq   uint64
+}
+
+func newSeqSet(n int) *seqSet { return &seqSet{max: n, m: make(map[seqKey]struct{})} }
+
+func (s *seqSet) has(epoch string, seq uint64) bool {
+	_, ok := s.m[seqKey{epoch, seq}]
+	return ok
+}
+
+func (s *seqSet) add(epoch string, seq uint64) {
+	k := seqKey{epoch, seq}
+	if _, ok := s.m[k]; ok {
+		return
+	}
+	if len(s.order) < s.max {
+		s.order = append(s.order, k)
+	} else {
+		delete(s.m, s.order[s.next])
+		s.order[s.next] = k
+		s.next = (s.next + 1) % s.max
+	}
+	s.m[k] = struct{}{}
+}
