@@ -403,6 +403,15 @@ func TestPersistentSessionQueuedCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	pi.expect(t, "loadwatch/v1/pi/cmd", `{"id":"3"}`)
+	// Asleep again: the ACL judges an offline session by its stored user
+	// name, since no live connection has authenticated it.
+	_ = pi.c.Disconnect(&paho.Disconnect{})
+	waitFor(t, "device offline", func() bool { return b2.Stats().ClientsConnected == 0 })
+	if err := b2.Publish("loadwatch/v1/pi/cmd", []byte(`{"id":"4"}`), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	pi = mustDial(t, b2.Addr("tcp"), "pi", e.tokens["pi"], o)
+	pi.expect(t, "loadwatch/v1/pi/cmd", `{"id":"4"}`)
 	if s := b2.Stats(); s.StoreFailures != 0 {
 		t.Fatalf("store failures: %d", s.StoreFailures)
 	}
