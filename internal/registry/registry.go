@@ -724,3 +724,21 @@ func (r *Registry) DeviceForToken(ctx context.Context, token string) (string, er
 	}
 	return id, nil
 }
+
+// TasmotaDevice returns the device id a Tasmota topic is mapped to and the
+// time zone of its clock (UTC when none was given). Its method value fits
+// ingest's TasmotaLookup.
+func (r *Registry) TasmotaDevice(ctx context.Context, topic string) (string, *time.Location, error) {
+	d, err := r.ByTasmotaTopic(ctx, topic)
+	if err != nil {
+		return "", nil, err
+	}
+	if d.TimeZone == "" {
+		return d.ID, time.UTC, nil
+	}
+	loc, err := time.LoadLocation(d.TimeZone)
+	if err != nil {
+		return "", nil, fmt.Errorf("registry: device %q time zone: %w", d.ID, err)
+	}
+	return d.ID, loc, nil
+}

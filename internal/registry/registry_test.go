@@ -156,6 +156,12 @@ func TestDeviceLifecycle(t *testing.T) {
 		t.Fatalf("ByTasmotaTopic = %+v, %v", got, err)
 	}
 
+	if id, loc, err := r.TasmotaDevice(ctx, "tasmota_A1"); err != nil || id != "pi" || loc.String() != "Europe/Berlin" {
+		t.Fatalf("TasmotaDevice = %q, %v, %v", id, loc, err)
+	}
+	if _, _, err := r.TasmotaDevice(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("TasmotaDevice(unknown) = %v", err)
+	}
 	if err := r.SetFirmware(ctx, "pi", "1.2.3"); err != nil {
 		t.Fatal(err)
 	}
