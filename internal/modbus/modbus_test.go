@@ -320,3 +320,24 @@ func BenchmarkDecodeReply(b *testing.B) {
 		}
 	}
 }
+
+// A bad CRC followed by line noise is still reported as a CRC error.
+func TestTransportCRCThenNoise(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		good := Encode(ReadReply(1, FuncReadInput, make([]uint16, 10)))
+		good[len(good)-1] ^= 1
+		p := &fakePort{reply: func([]byte) []byte { return good }}
+		tr := NewTransport(p, 0, 0)
+		go func() {
+			time.Sleep(10 * time.Millisecond)
+			p.mu.Lock()
+			p.in = append(p.in, 0xFF, 0x00)
+			p.mu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		defer cancel()
+		if _, _, err := tr.Exchange(ctx, ReadRequest(1, FuncReadInput, 0, 10)); !errors.Is(err, ErrCRC) {
+			t.Fatalf("err = %v, want ErrCRC", err)
+		}
+	})
+}

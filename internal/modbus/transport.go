@@ -145,7 +145,7 @@ func (t *Transport) Exchange(ctx context.Context, req Frame) (Frame, Info, error
 			return Frame{}, info, fmt.Errorf("modbus: read reply: %w", err)
 		}
 		if n > 0 {
-			crcErr, settleUntil = nil, time.Time{} // more bytes: look again
+			settleUntil = time.Time{} // more bytes: look again (a bad CRC stays the likely cause)
 			if len(buf)+n > cap(t.rx) {
 				info.Skipped += len(buf)
 				buf = buf[:0]

@@ -176,6 +176,10 @@ type Result struct {
 func (d *Dev) ReadAll(ctx context.Context, addrs []uint8) []Result {
 	out := make([]Result, 0, len(addrs))
 	for _, a := range addrs {
+		if err := ctx.Err(); err != nil {
+			out = append(out, Result{Addr: a, Err: err})
+			continue
+		}
 		r, err := d.Read(ctx, a)
 		out = append(out, Result{Addr: a, Reading: r, Err: err})
 	}
@@ -367,6 +371,9 @@ func (d *Dev) do(ctx context.Context, req modbus.Frame, retries int, timeout tim
 	var err error
 	attempts := 0
 	for attempts <= retries {
+		if ctx.Err() != nil {
+			break
+		}
 		if attempts > 0 {
 			st.Retries++
 		}
@@ -409,6 +416,9 @@ func (d *Dev) do(ctx context.Context, req modbus.Frame, retries int, timeout tim
 		if !retryable(err) {
 			break
 		}
+	}
+	if attempts == 0 {
+		return modbus.Frame{}, fmt.Errorf("pzem: address %d: %w", req.Addr, ctx.Err())
 	}
 	if errors.Is(err, modbus.ErrTimeout) {
 		return modbus.Frame{}, &NoReplyError{Addr: req.Addr, Attempts: attempts}

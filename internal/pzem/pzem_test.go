@@ -288,3 +288,23 @@ func BenchmarkReadInMemory(b *testing.B) {
 		}
 	}
 }
+
+func TestCancelledCycleSendsNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d, bus := rig(t, pzemtest.BusOpts{}, nil, 1, 2)
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		for _, res := range d.ReadAll(ctx, []uint8{1, 2}) {
+			if !errors.Is(res.Err, context.Canceled) {
+				t.Fatalf("address %d: %v", res.Addr, res.Err)
+			}
+		}
+		if _, err := d.AlarmThreshold(ctx, 1); !errors.Is(err, context.Canceled) {
+			t.Fatalf("threshold: %v", err)
+		}
+		time.Sleep(time.Second)
+		if c := bus.Counts(); c.Requests != 0 {
+			t.Fatalf("a cancelled cycle sent %d requests", c.Requests)
+		}
+	})
+}
