@@ -102,12 +102,21 @@ func (m *Model) Save(w io.Writer) error {
 	return nil
 }
 
-// Load reads a model written by Save (or by tools/sklearn/export_sklearn.py)
+// Load reads a model written by Save, SaveBinary or
+// tools/sklearn/export_sklearn.py
 // and checks it fully: a file that is truncated, corrupt, of another
 // version, or whose trees do not fit its features and classes is refused
 // with an error wrapping ErrFormat, ErrVersion or ErrCorrupt.
 func Load(r io.Reader) (*Model, error) {
-	dec := json.NewDecoder(bufio.NewReader(r))
+	br := bufio.NewReader(r)
+	if head, _ := br.Peek(len(binaryMagic)); isBinary(head) {
+		data, err := io.ReadAll(br)
+		if err != nil {
+			return nil, fmt.Errorf("forest: reading model: %w", err)
+		}
+		return loadBinary(data)
+	}
+	dec := json.NewDecoder(br)
 	var fm fileModel
 	if err := dec.Decode(&fm); err != nil {
 		return nil, fmt.Errorf("forest: reading model: %w: %w", ErrCorrupt, err)
@@ -322,21 +331,32 @@ func (fj *forestJSON) build() (*Forest, error) {
 	return f, nil
 }
 
-// loadLeaf encodes leaf self's distribution: one-hot becomes a pure leaf.
-func (f *Forest) loadLeaf(self int32, v []float64) (node, error) {
-	s, only, nonzero := 0.0, 0, 0
-	for c, p := range v {
+// checkDist checks a leaf's class distribution.
+func checkDist(v []float64) error {
+	s := 0.0
+	for _, p := range v {
 		if math.IsNaN(p) || math.IsInf(p, 0) || p < 0 || p > 1 {
-			return node{}, fmt.Errorf("class probability %v", p)
-		}
-		if p != 0 {
-			only = c
-			nonzero++
+			return fmt.Errorf("class probability %v", p)
 		}
 		s += p
 	}
 	if s <= 0 || math.Abs(s-1) > 1e-6 {
-		return node{}, fmt.Errorf("class probabilities sum to %v", s)
+		return fmt.Errorf("class probabilities sum to %v", s)
+	}
+	return nil
+}
+
+// loadLeaf encodes leaf self's distribution: one-hot becomes a pure leaf.
+func (f *Forest) loadLeaf(self int32, v []float64) (node, error) {
+	if err := checkDist(v); err != nil {
+		return node{}, err
+	}
+	only, nonzero := 0, 0
+	for c, p := range v {
+		if p != 0 {
+			only = c
+			nonzero++
+		}
 	}
 	if nonzero == 1 && v[only] == 1 {
 		return pureLeaf(self, only), nil
