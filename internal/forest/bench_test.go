@@ -1,6 +1,7 @@
 package forest
 
 import (
+	"bytes"
 	"context"
 	"sync"
 	"testing"
@@ -53,4 +54,41 @@ func BenchmarkPredictBatch(b *testing.B) {
 		f.PredictBatch(d.X, classes, probs)
 	}
 	b.ReportMetric(float64(b.N*d.Rows())/b.Elapsed().Seconds(), "rows/s")
+}
+
+func benchModelFiles(b *testing.B) (jsonFile, binFile []byte) {
+	d, f := benchOnce()
+	m := &Model{Kind: KindLoadwatch, Features: d.Features, Classes: d.Classes, Forest: f}
+	var j, bin bytes.Buffer
+	if err := m.Save(&j); err != nil {
+		b.Fatal(err)
+	}
+	if err := m.SaveBinary(&bin); err != nil {
+		b.Fatal(err)
+	}
+	return j.Bytes(), bin.Bytes()
+}
+
+// BenchmarkLoad parses and checks the 100-tree benchmark model (JSON).
+func BenchmarkLoad(b *testing.B) {
+	j, _ := benchModelFiles(b)
+	b.SetBytes(int64(len(j)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Load(bytes.NewReader(j)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkLoadBinary is BenchmarkLoad for the compact binary form.
+func BenchmarkLoadBinary(b *testing.B) {
+	_, bin := benchModelFiles(b)
+	b.SetBytes(int64(len(bin)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Load(bytes.NewReader(bin)); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
