@@ -26,7 +26,6 @@ import (
 	"math"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,6 +153,7 @@ type Stats struct {
 	Connects           uint64
 	ConnectErrors      uint64
 	PublishErrors      uint64
+	Connected          bool      // a broker connection is open
 	PublishInFlight    bool      // a publish is waiting for its PUBACK
 	LastPublishStarted time.Time // when the current or last publish began
 }
@@ -345,6 +345,26 @@ func (a *Agent) Stats() Stats {
 	return s
 }
 
+// DutyCounts returns what a device's duty cycle did (for the energy
+// model). It must not be called while Run is running.
+func (a *Agent) DutyCounts(device string) (dutycycle.Counts, bool) {
+	d := a.byID[device]
+	if d == nil {
+		return dutycycle.Counts{}, false
+	}
+	return d.duty.Counts(), true
+}
+
+// LedgerTotal returns a device's energy ledger total. It must not be
+// called while Run is running.
+func (a *Agent) LedgerTotal(device string) (power.WattHours, bool) {
+	d := a.byID[device]
+	if d == nil {
+		return 0, false
+	}
+	return d.led.Total(), true
+}
+
 // OutboxStats returns the telemetry outbox counters of a device.
 func (a *Agent) OutboxStats(device string) (outbox.Stats, bool) {
 	d := a.byID[device]
@@ -531,7 +551,9 @@ func (a *Agent) process(ctx context.Context, d *device, r power.Reading, dueDuty
 	if d.feat != nil {
 		vals := make(map[string]float64, len(d.fbuf))
 		for i, v := range d.fbuf {
-			if f := float64(v); !math.IsNaN(f) && !math.IsInf(f, 0) {
+			// "v" is reserved in the features object (its version); the
+			// voltage feature is the reading's own "voltage".
+			if f := float64(v); !math.IsNaN(f) && !math.IsInf(f, 0) && d.fnames[i] != "v" {
 				vals[d.fnames[i]] = f
 			}
 		}
@@ -552,7 +574,8 @@ func (a *Agent) process(ctx context.Context, d *device, r power.Reading, dueDuty
 }
 
 // FeaturesVersion is the "v" of the features object: 1 is feature set lw1
-// with NaN (unmeasured) values left out.
+// with NaN (unmeasured) values left out and the feature "v" (voltage, a
+// name the wire contract reserves) sent only as the reading's "voltage".
 const FeaturesVersion = 1
 
 func (a *Agent) saveLedger(d *device) {
@@ -601,14 +624,4 @@ func (d *device) dutyNext() time.Time {
 		return t
 	}
 	return d.retryAt
-}
-
-// sortedIDs is for stable logs.
-func sortedIDs(m map[string]*device) []string {
-	ids := make([]string, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"loadwatch/internal/dutycycle"
 	"loadwatch/internal/telemetry"
 )
 
@@ -233,7 +232,7 @@ func setThresholds(d *device, args telemetry.SetThresholdsArgs) error {
 		}
 		sc.Hold = time.Duration(*args.Hold)
 	}
-	d.duty.SetConfig(dutycycle.Config(dc))
+	d.duty.SetConfig(dc)
 	d.safety.SetConfig(sc)
 	return nil
 }

@@ -74,6 +74,7 @@ func (a *Agent) network(ctx context.Context) {
 		}
 		cancel()
 		sess = nil
+		a.count(func(s *Stats) { s.Connected = false })
 	}
 	defer drop(true)
 	for {
@@ -99,6 +100,7 @@ func (a *Agent) network(ctx context.Context) {
 				continue
 			}
 			sess = s
+			a.count(func(s *Stats) { s.Connected = true })
 		}
 		if err := a.flush(ctx, sess); err != nil {
 			if ctx.Err() != nil {
@@ -117,7 +119,7 @@ func (a *Agent) network(ctx context.Context) {
 			case <-a.kick:
 			case <-sess.Done():
 				a.log.Warn("agent: connection lost")
-				sess = nil
+				drop(false)
 			}
 			continue
 		}
