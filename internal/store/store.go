@@ -58,7 +58,9 @@ type Label struct {
 
 // Sample is one value of one series. Labels may come in any order and must
 // not contain "__name__" (that is Metric). T is in milliseconds since the
-// Unix epoch (see Millis).
+// Unix epoch (see Millis). Append keeps no reference to a batch after it
+// returns, except with Options.RemoteWrite set: then the Labels slices are
+// kept until sent, so do not modify them afterwards.
 type Sample struct {
 	Metric string
 	Labels []Label
@@ -109,6 +111,9 @@ type cached struct {
 	lset labels.Labels
 	ref  storage.SeriesRef
 }
+
+// metricNameLabel is the label that holds a series' metric name.
+const metricNameLabel = "__name__"
 
 // maxCache bounds the series cache; past it the cache is dropped and refilled.
 const maxCache = 1 << 20
@@ -318,13 +323,10 @@ func buildLabels(smp *Sample) (labels.Labels, error) {
 	if !validName(smp.Metric, true) {
 		return labels.EmptyLabels(), fmt.Errorf("%w: metric name %q", ErrInvalid, smp.Metric)
 	}
-	if math.IsInf(float64(smp.T), 0) {
-		return labels.EmptyLabels(), fmt.Errorf("%w: timestamp", ErrInvalid)
-	}
 	b := labels.NewScratchBuilder(len(smp.Labels) + 1)
-	b.Add(labels.MetricName, smp.Metric)
+	b.Add(metricNameLabel, smp.Metric)
 	for _, l := range smp.Labels {
-		if l.Name == labels.MetricName || !validName(l.Name, false) {
+		if l.Name == metricNameLabel || !validName(l.Name, false) {
 			return labels.EmptyLabels(), fmt.Errorf("%w: label name %q", ErrInvalid, l.Name)
 		}
 		if l.Value == "" {
