@@ -18,11 +18,14 @@ func (a *Agent) inbound(topic string, payload []byte) {
 		return
 	}
 	cmd, err := telemetry.DecodeCommand(payload, telemetry.Limits{})
+	a.count(func(s *Stats) { s.Commands++ })
 	if err != nil {
-		a.log.Warn("agent: malformed command ignored", "topic", topic, "err", err)
+		a.log.Warn("agent: bad command refused", "topic", topic, "err", err)
+		if cmd.ID != "" { // the id was readable: say why
+			a.queueAck(dev, telemetry.CommandAck{ID: cmd.ID, Error: err.Error()})
+		}
 		return
 	}
-	a.count(func(s *Stats) { s.Commands++ })
 	d := a.byID[dev]
 	if d == nil && dev != a.cfg.ID {
 		a.queueAck(dev, telemetry.CommandAck{ID: cmd.ID, Error: "unknown device " + dev})
