@@ -158,6 +158,7 @@ func TestTrainErrors(t *testing.T) {
 		{"negative label", bad(func(d *Dataset) { d.Y[0] = -1 }), DefaultConfig()},
 		{"feature names", bad(func(d *Dataset) { d.Features = []string{"a", "b"} }), DefaultConfig()},
 		{"groups", bad(func(d *Dataset) { d.Groups = []int32{1} }), DefaultConfig()},
+		{"infinite value", bad(func(d *Dataset) { d.X[1] = float32(math.Inf(-1)) }), DefaultConfig()},
 		{"class weight", good, Config{ClassWeight: "balanced_subsample"}},
 		{"negative trees", good, Config{Trees: -1}},
 		{"negative depth", good, Config{MaxDepth: -2}},

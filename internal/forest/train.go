@@ -43,7 +43,8 @@ func (d Dataset) Subset(rows []int) Dataset {
 	return s
 }
 
-// Validate checks the shapes and the labels.
+// Validate checks the shapes, the labels and that no value is infinite
+// (as scikit-learn, training refuses +-Inf; NaN means "not measured").
 func (d Dataset) Validate() error {
 	if d.NFeatures <= 0 || d.NFeatures > maxFeatures {
 		return fmt.Errorf("forest: dataset has %d features", d.NFeatures)
@@ -66,6 +67,11 @@ func (d Dataset) Validate() error {
 	for i, y := range d.Y {
 		if y < 0 || int(y) >= len(d.Classes) {
 			return fmt.Errorf("forest: row %d has class %d, want 0..%d", i, y, len(d.Classes)-1)
+		}
+	}
+	for k, v := range d.X {
+		if math.IsInf(float64(v), 0) {
+			return fmt.Errorf("forest: row %d feature %d is infinite (use NaN for not measured)", k/d.NFeatures, k%d.NFeatures)
 		}
 	}
 	return nil
