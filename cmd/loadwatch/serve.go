@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"loadwatch/internal/server"
+)
+
+// serveCmd runs the server: embedded broker (or an external one), ingest,
+// store and HTTP API.
+type serveCmd struct {
+	HTTP         string        `name:"http" default:"127.0.0.1:8080" env:"LOADWATCH_HTTP" help:"HTTP listen address (API, /metrics, dashboard); 'off' disables it."`
+	MQTT         string        `name:"mqtt" default:"127.0.0.1:1883" env:"LOADWATCH_MQTT" help:"Embedded MQTT broker TCP listen address; 'off' disables it."`
+	Data         string        `name:"data" default:"loadwatch-data" type:"path" env:"LOADWATCH_DATA" help:"Data directory: registry, store, broker sessions, model, credentials."`
+	MQTTTLS      string        `name:"mqtt-tls" env:"LOADWATCH_MQTT_TLS" help:"Embedded broker TLS listen address (needs --tls-cert and --tls-key)."`
+	MQTTWS       string        `name:"mqtt-ws" env:"LOADWATCH_MQTT_WS" help:"Embedded broker MQTT-over-WebSocket listen address."`
+	TLSCert      string        `name:"tls-cert" type:"existingfile" env:"LOADWATCH_TLS_CERT" help:"PEM certificate: serves HTTPS and the MQTT TLS listener."`
+	TLSKey       string        `name:"tls-key" type:"existingfile" env:"LOADWATCH_TLS_KEY" help:"PEM private key of --tls-cert."`
+	Broker       string        `name:"broker" env:"LOADWATCH_BROKER" help:"External MQTT v5 broker (mqtt://host:1883 or mqtts://...) instead of the embedded one; replicas share its load."`
+	BrokerUser   string        `name:"broker-user" env:"LOADWATCH_BROKER_USER" help:"User name at the external broker."`
+	BrokerPass   string        `name:"broker-password" env:"LOADWATCH_BROKER_PASSWORD" help:"Password at the external broker (prefer the environment variable)."`
+	BrokerCA     string        `name:"broker-ca" type:"existingfile" env:"LOADWATCH_BROKER_CA" help:"PEM CA bundle to verify an mqtts:// broker."`
+	BrokerClient string        `name:"broker-client-id" env:"LOADWATCH_BROKER_CLIENT_ID" help:"Client id at the external broker: stable per replica, unique among replicas (default loadwatch-<hostname>)."`
+	BrokerGroup  string        `name:"broker-group" default:"loadwatch" env:"LOADWATCH_BROKER_GROUP" help:"Shared subscription group of the replicas."`
+	Model        string        `name:"model" type:"path" env:"LOADWATCH_MODEL" help:"Classifier model file (watched, reloaded on change); default DATA/model.json, trained from synthetic data at first start."`
+	NoModel      bool          `name:"no-model" help:"Do not classify."`
+	Retention    time.Duration `name:"retention" default:"360h" env:"LOADWATCH_RETENTION" help:"How long the store keeps data."`
+	MaxBytes     int64         `name:"max-bytes" env:"LOADWATCH_MAX_BYTES" help:"Store size limit in bytes (0: none)."`
+	RemoteWrite  string        `name:"remote-write" env:"LOADWATCH_REMOTE_WRITE" help:"Prometheus remote_write URL that also receives every stored sample."`
+	DeviceRate   float64       `name:"device-rate" env:"LOADWATCH_DEVICE_RATE" help:"Messages per second a device may send before it gets 0x97 quota exceeded (0: no limit)."`
+	AuthRead     bool          `name:"auth-read" env:"LOADWATCH_AUTH_READ" help:"Require an API token for reads too (writes always need one)."`
+	LogLevel     slog.Level    `name:"log-level" default:"info" env:"LOADWATCH_LOG_LEVEL" help:"Log level: debug, info, warn, error."`
+}
+
+func (c *serveCmd) config() server.Config {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel}))
+	return server.Config{
+		DataDir: c.Data, HTTPAddr: c.HTTP, MQTTAddr: c.MQTT, MQTTTLSAddr: c.MQTTTLS, MQTTWSAddr: c.MQTTWS,
+		TLSCert: c.TLSCert, TLSKey: c.TLSKey,
+		ExternalBroker: c.Broker, BrokerUser: c.BrokerUser, BrokerPassword: c.BrokerPass, BrokerCAFile: c.BrokerCA,
+		BrokerClientID: c.BrokerClient, BrokerGroup: c.BrokerGroup,
+		ModelFile: c.Model, NoModel: c.NoModel, Retention: c.Retention, MaxBytes: c.MaxBytes, RemoteWriteURL: c.RemoteWrite,
+		DeviceRate: c.DeviceRate, AuthRead: c.AuthRead, Logger: log, Out: os.Stderr,
+	}
+}
+
+func (c *serveCmd) Run(ctx context.Context) error {
+	s, err := server.New(c.config())
+	if err != nil {
+		return err
+	}
+	go func() {
+		select {
+		case <-s.Ready():
+			scheme := "http"
+			if c.TLSCert != "" {
+				scheme = "https"
+			}
+			if a := s.HTTPAddr(); a != "" {
+				fmt.Fprintf(os.Stderr, "loadwatch: serving %s://%s/ (API token in %s)\n", scheme, a, s.APITokenFile())
+			}
+			if a := s.MQTTAddr(); a != "" {
+				fmt.Fprintf(os.Stderr, "loadwatch: MQTT broker on %s (admin credential in %s)\n", a, s.AdminCredentialFile())
+			}
+		case <-ctx.Done():
+		}
+	}()
+	return s.Run(ctx)
+}
