@@ -374,3 +374,55 @@ func crashChild(dir string) {
 		_ = w.Flush()
 	}
 }
+
+func TestOpenRefusesSecondOpenAndBadOptions(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if c, err := Open(dir, Options{}); err == nil {
+		_ = c.Close()
+		t.Fatal("a second Open of a store in use succeeded")
+	}
+	if _, err := Open(t.TempDir(), Options{Retention: -time.Hour}); err == nil {
+		t.Fatal("negative retention accepted")
+	}
+	if _, err := Open(t.TempDir(), Options{MaxBytes: -1}); err == nil {
+		t.Fatal("negative max bytes accepted")
+	}
+}
+
+func TestRetentionByTimeAndSize(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		o    Options
+	}{
+		{"time", Options{Retention: 2 * time.Hour}},
+		{"size", Options{MaxBytes: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTest(t, tc.o)
+			ctx := context.Background()
+			var batch []Sample
+			for i := range 8 * 60 { // 8 h at 1 min
+				batch = append(batch, Sample{Metric: MetricEnergy, Labels: dev("a"), T: base + int64(i)*60000, V: float64(i)})
+			}
+			if err := s.Append(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.db.Compact(ctx); err != nil {
+				t.Fatal(err)
+			}
+			got := countSamples(t, s, labels.MustNewMatcher(labels.MatchEqual, LabelDevice, "a"))
+			if _, ok := got[base]; ok {
+				t.Fatalf("oldest sample survived retention (%d samples, %d blocks)", len(got), len(s.db.Blocks()))
+			}
+			if _, ok := got[base+479*60000]; !ok || len(got) < 60 {
+				t.Fatalf("newest data lost: %d samples", len(got))
+			}
+			t.Logf("%d of 480 samples kept, %d blocks", len(got), len(s.db.Blocks()))
+		})
+	}
+}
