@@ -119,6 +119,10 @@ type Config struct {
 	// meter's refresh]; negative: only at the duty-cycle reads.
 	SafetyPeriod time.Duration
 	FeatureSet   string // [features.SetLW1]; "none" sends no features
+	// WakeOnLoadEvents makes load_on and load_off events force a full
+	// wake and an "event" report of their own, like the other anomalies
+	// [false: they are sent with the change report the duty cycle makes].
+	WakeOnLoadEvents bool
 
 	Firmware string // sent with status online
 
@@ -526,7 +530,12 @@ func (a *Agent) process(ctx context.Context, d *device, r power.Reading, dueDuty
 	// 5. Edge anomalies.
 	for _, ev := range d.anom.Observe(r) {
 		a.recordEvent(d, telemetry.Event{Kind: telemetry.EventKind(ev.Kind), Time: ev.Time, Before: ev.Before, After: ev.After, Detail: ev.Detail})
-		forceEvent = true
+		// A load switching on or off is a change of load: the duty cycle
+		// reports it (after confirmation) and the event goes out with that
+		// wake. Grid and voltage anomalies wake fully at once.
+		if a.cfg.WakeOnLoadEvents || (ev.Kind != anomaly.LoadOn && ev.Kind != anomaly.LoadOff) {
+			forceEvent = true
+		}
 	}
 	if r.Is(power.FieldAlarm) && r.Alarm && !(d.last.Is(power.FieldAlarm) && d.last.Alarm) {
 		a.recordEvent(d, telemetry.Event{Kind: telemetry.EventMeterAlarm, Time: r.Time, After: r})
