@@ -285,7 +285,38 @@ func span(r *http.Request) (time.Time, time.Time, *result) {
 	return start, end, nil
 }
 
+// parseLimit reads the optional "limit" parameter (0: no limit).
+func parseLimit(r *http.Request) (int, *result) {
+	v := r.FormValue("limit")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err == nil && n < 0 {
+		err = errors.New("limit must be non-negative")
+	}
+	if err != nil {
+		res := invalidParam("limit", err)
+		return 0, &res
+	}
+	return n, nil
+}
+
+// truncated is the warning Prometheus gives when limit cut the answer.
+const truncated = "results truncated due to limit"
+
+func limitStrings(vals []string, limit int) result {
+	if limit > 0 && len(vals) > limit {
+		return result{data: vals[:limit], warnings: []string{truncated}}
+	}
+	return result{data: vals}
+}
+
 func (a *API) labelNames(r *http.Request) result {
+	limit, bad := parseLimit(r)
+	if bad != nil {
+		return *bad
+	}
 	start, end, bad := span(r)
 	if bad != nil {
 		return *bad
@@ -294,11 +325,15 @@ func (a *API) labelNames(r *http.Request) result {
 	if err != nil {
 		return result{err: fromStoreErr(err, "")}
 	}
-	return result{data: names}
+	return limitStrings(names, limit)
 }
 
 func (a *API) labelValues(r *http.Request) result {
 	name := r.PathValue("name")
+	limit, bad := parseLimit(r)
+	if bad != nil {
+		return *bad
+	}
 	start, end, bad := span(r)
 	if bad != nil {
 		return *bad
@@ -307,12 +342,16 @@ func (a *API) labelValues(r *http.Request) result {
 	if err != nil {
 		return result{err: fromStoreErr(err, "")}
 	}
-	return result{data: vals}
+	return limitStrings(vals, limit)
 }
 
 func (a *API) series(r *http.Request) result {
 	if len(r.Form["match[]"]) == 0 {
 		return result{err: &apiError{errBadData, errors.New("no match[] parameter provided")}}
+	}
+	limit, bad := parseLimit(r)
+	if bad != nil {
+		return *bad
 	}
 	start, end, bad := span(r)
 	if bad != nil {
@@ -322,11 +361,15 @@ func (a *API) series(r *http.Request) result {
 	if err != nil {
 		return result{err: fromStoreErr(err, "")}
 	}
+	var warnings []string
+	if limit > 0 && len(sets) > limit {
+		sets, warnings = sets[:limit], []string{truncated}
+	}
 	out := make([]map[string]string, len(sets))
 	for i, ls := range sets {
 		out[i] = labelMap(ls)
 	}
-	return result{data: out}
+	return result{data: out, warnings: warnings}
 }
 
 type metadataEntry struct {

@@ -96,6 +96,9 @@ var calls = []call{
 	{"series_no_match", "GET", "/api/v1/series", nil},
 	{"series_bad_match", "POST", "/api/v1/series", url.Values{"match[]": {`{device=}`}}},
 	{"series_outside_range", "GET", "/api/v1/series", url.Values{"match[]": {`{device="kitchen"}`}, "start": {"0"}, "end": {"100"}}},
+	{"series_limit", "GET", "/api/v1/series", url.Values{"match[]": {`{device="kitchen"}`}, "limit": {"1"}}},
+	{"labels_limit", "GET", "/api/v1/labels", url.Values{"limit": {"2"}}},
+	{"label_values_bad_limit", "GET", "/api/v1/label/device/values", url.Values{"limit": {"-1"}}},
 	{"metadata_one", "GET", "/api/v1/metadata", url.Values{"metric": {"loadwatch_power_watts"}}},
 	{"buildinfo", "GET", "/api/v1/status/buildinfo", nil},
 }
