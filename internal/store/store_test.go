@@ -361,6 +361,8 @@ func crashChild(dir string) {
 		os.Exit(2)
 	}
 	w := bufio.NewWriter(os.Stdout)
+	// Never outlive a parent that failed to kill us.
+	time.AfterFunc(2*time.Minute, func() { os.Exit(3) })
 	for b := 0; ; b++ {
 		batch := make([]Sample, 10)
 		for d := range batch {
