@@ -121,7 +121,7 @@ func parseThreshold(s string) (w power.Watts, pct float64, err error) {
 		case part == "":
 		case strings.HasSuffix(part, "%"):
 			pct, err = strconv.ParseFloat(strings.TrimSuffix(part, "%"), 64)
-			if err != nil || pct < 0 {
+			if err != nil || !(pct >= 0 && pct <= 100) {
 				return 0, 0, fmt.Errorf("--threshold %q: bad percentage", s)
 			}
 			if pct == 0 {
@@ -129,7 +129,7 @@ func parseThreshold(s string) (w power.Watts, pct float64, err error) {
 			}
 		default:
 			v, perr := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSuffix(part, "W"), "w"), 64)
-			if perr != nil || v <= 0 {
+			if perr != nil || !(v > 0 && v <= 25000) {
 				return 0, 0, fmt.Errorf("--threshold %q: want watts such as 1W", s)
 			}
 			w = power.Watts(v)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -724,4 +725,69 @@ func TestTripDuringNetworkStall(t *testing.T) {
 	}
 	t.Logf("relay trip latency (load on -> relay open) with the publish blocked for %v: %v",
 		trip.Sub(before.LastPublishStarted).Round(time.Millisecond), trip.Sub(on).Round(time.Millisecond))
+}
+
+// TestFootprint builds the real binary, runs it with --sim for
+// LOADWATCH_FOOTPRINT (default 30 s) against the embedded broker and
+// reports its peak RSS and CPU time per meter read from /proc. Figures
+// only, no assertion on them (docs/AGENT.md). Needs LOADWATCH_LONG:
+//
+//	LOADWATCH_LONG=1 go test ./cmd/loadwatch-agent -run TestFootprint -v
+func TestFootprint(t *testing.T) {
+	if os.Getenv("LOADWATCH_LONG") == "" {
+		t.Skip("set LOADWATCH_LONG=1 (builds the binary and runs it for 30 s)")
+	}
+	dur := 30 * time.Second
+	if s := os.Getenv("LOADWATCH_FOOTPRINT"); s != "" {
+		var err error
+		if dur, err = time.ParseDuration(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := startEmbedded(t)
+	bin := filepath.Join(t.TempDir(), "loadwatch-agent")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	var stderr strings.Builder
+	cmd := exec.Command(bin, "run", "--sim", "--broker", e.url(), "--device", "pi1", "--outbox", t.TempDir(),
+		"--wake", "1s", "--max-power", "2000", "--retry-delay", "1s")
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(dur)
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("agent: %v\n%s", err, stderr.String())
+	}
+	var hwm, rss string
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			hwm = strings.TrimSpace(v)
+		}
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			rss = strings.TrimSpace(v)
+		}
+	}
+	// fields 14 and 15 of /proc/pid/stat (after the command name) are
+	// utime and stime in clock ticks (100 Hz on Linux).
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+	ut, _ := strconv.Atoi(f[11])
+	st, _ := strconv.Atoi(f[12])
+	cpu := time.Duration(ut+st) * 10 * time.Millisecond
+	reads := 0
+	if i := strings.Index(stderr.String(), "Reads:"); i >= 0 {
+		fmt.Sscanf(stderr.String()[i:], "Reads:%d", &reads)
+	}
+	if reads == 0 {
+		t.Fatalf("no read count in the agent's log:\n%s", stderr.String())
+	}
+	fi, _ := os.Stat(bin)
+	t.Logf("binary %.1f MB; after %v: VmRSS %s, VmHWM %s; CPU %v for %d reads = %v per read (virtual meter and circuit simulation included)",
+		float64(fi.Size())/1e6, dur, rss, hwm, cpu, reads, cpu/time.Duration(reads))
 }
