@@ -108,6 +108,10 @@ func TestEmbeddedEndToEnd(t *testing.T) {
 	if got := rawPowers(t, web, "dev2"); len(got) != good {
 		t.Errorf("dev2 stored %d readings, want %d", len(got), good)
 	}
+	// Readings are classified with the default model and stored with it.
+	if cls := promQuery(t, web, `last_over_time(loadwatch_class_confidence_ratio{device="dev2"}[1d])`, "class"); len(cls) == 0 {
+		t.Error("no class confidence stored for dev2")
+	}
 	// Rejections are counted per device and reason.
 	resp, err := http.Get("http://" + web + "/metrics")
 	if err != nil {
