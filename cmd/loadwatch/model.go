@@ -310,6 +310,7 @@ type modelReportCmd struct {
 	FoldsOut string        `help:"Write the fold assignment (line,device,fold,excluded) to this CSV file, for tools/eval."`
 	Without  []string      `sep:"," help:"Ablation: treat these features (names, or prefixes ending in *) as not measured."`
 	Multi    bool          `name:"multi-label" help:"Train one on/off forest per appliance instead of one forest over combination labels."`
+	PredOut  string        `name:"predictions-out" help:"Write each row's out-of-fold prediction (line,device,power,label,predicted,fold) to this CSV file."`
 	forestFlags
 }
 
@@ -347,6 +348,11 @@ func (c *modelReportCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if c.PredOut != "" {
+		if err := writePredictions(c.PredOut, rows, folds, res); err != nil {
+			return err
+		}
+	}
 	if c.JSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
@@ -378,6 +384,32 @@ func writeFolds(path string, rows []readingscsv.Row, f *classify.Folds) error {
 			}
 		}
 		w.Write([]string{strconv.Itoa(r.Line), r.Device, strconv.Itoa(int(f.Test[i])), strings.Join(ex, ";")})
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		out.Close()
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// writePredictions writes the out-of-fold prediction of every row.
+func writePredictions(path string, rows []readingscsv.Row, f *classify.Folds, res *classify.CVResult) error {
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriter(out)
+	w := csv.NewWriter(bw)
+	w.Write([]string{"line", "device", "power", "label", "predicted", "fold"})
+	classes := res.Pooled.Confusion.Classes
+	for i, r := range rows {
+		w.Write([]string{strconv.Itoa(r.Line), r.Device, strconv.FormatFloat(float64(r.Reading.Power), 'f', -1, 64),
+			r.Label, classes[res.Predicted[i]], strconv.Itoa(int(f.Test[i]))})
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {

@@ -186,6 +186,9 @@ type CVResult struct {
 	MeanMacroF1 float64       `json:"mean_macro_f1"`
 	StdMacroF1  float64       `json:"std_macro_f1"`
 	Pooled      forest.Report `json:"pooled"`
+	// Predicted is the class (an index into Pooled.Confusion.Classes)
+	// predicted for each row in the fold that tested it.
+	Predicted []int32 `json:"-"`
 }
 
 // CrossValidate trains one forest per fold on d's training part and tests
@@ -240,6 +243,7 @@ func CrossValidate(ctx context.Context, d forest.Dataset, folds *Folds, cfg fore
 	res.MeanAcc, res.StdAcc = meanStd(res.Folds, func(s FoldScore) float64 { return s.Accuracy })
 	res.MeanMacroF1, res.StdMacroF1 = meanStd(res.Folds, func(s FoldScore) float64 { return s.MacroF1 })
 	res.Pooled = forest.Evaluate(d.Classes, d.Y, pred)
+	res.Predicted = pred
 	return res, nil
 }
 

@@ -152,5 +152,6 @@ func CrossValidateMulti(ctx context.Context, d forest.Dataset, folds *Folds, cfg
 	res.MeanAcc, res.StdAcc = meanStd(res.Folds, func(s FoldScore) float64 { return s.Accuracy })
 	res.MeanMacroF1, res.StdMacroF1 = meanStd(res.Folds, func(s FoldScore) float64 { return s.MacroF1 })
 	res.Pooled = forest.Evaluate(classes, d.Y, pred)
+	res.Predicted = pred
 	return res, nil
 }

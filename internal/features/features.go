@@ -60,8 +60,12 @@ const (
 	stMax   = 3                  // a bin counts at most this many loads on
 )
 
+// stLow is the lower bound of each state-tracker bin, in watts.
+var stLow [stBins]float64
+
 func init() {
 	for b := 0; b < stBins; b++ {
+		stLow[b] = stBase * math.Pow(stRatio, float64(b))
 		lw1Names = append(lw1Names, fmt.Sprintf("st_%dw", int(math.Round(stBase*math.Pow(stRatio, float64(b))))))
 	}
 }
@@ -375,6 +379,14 @@ func (e *Extractor) Push(r power.Reading, out []float32) {
 
 	if hasP {
 		e.pushWindows(t, p, out)
+		// A load cannot be on when the total is below its size: this
+		// clears counts whose switch-off edge was missed (a slow ramp
+		// down, or a switch hidden in another load's edge).
+		for b := range e.st {
+			if e.st[b] > 0 && 0.8*stLow[b] > p {
+				e.st[b] = 0
+			}
+		}
 		for b, c := range e.st {
 			out[iSt+b] = float32(c)
 		}
