@@ -22,6 +22,7 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
@@ -62,8 +63,8 @@ type Config struct {
 	// without a DISCONNECT (nil: none).
 	Will *Message
 	// Subscribe lists topic filters subscribed at QoS 1 after connecting
-	// (again on every connection: harmless when the session already has
-	// them, and it repairs a session the broker lost).
+	// whenever the broker has no session for the client (first connection,
+	// expired or lost session).
 	Subscribe []string
 	// OnMessage receives every inbound message, on paho's goroutine; it
 	// must not block for long. The message is acknowledged when it returns.
@@ -93,6 +94,7 @@ var ErrClosed = errors.New("mqtt: connection closed")
 // Conn is one MQTT connection.
 type Conn struct {
 	cm             *autopaho.ConnectionManager
+	aborted        atomic.Bool
 	cancel         context.CancelFunc
 	done           chan struct{}
 	doneOnce       sync.Once
@@ -242,6 +244,12 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 			default:
 			}
 		},
+		DisconnectPacketBuilder: func() *paho.Disconnect {
+			if c.aborted.Load() {
+				return &paho.Disconnect{ReasonCode: 0x04} // disconnect with will message
+			}
+			return &paho.Disconnect{ReasonCode: 0}
+		},
 		ClientConfig: paho.ClientConfig{
 			ClientID:          cfg.ClientID,
 			OnPublishReceived: handlers,
@@ -284,7 +292,10 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		return nil, err
 	}
 	c.sessionPresent = ca.SessionPresent
-	if len(cfg.Subscribe) > 0 {
+	// A session the broker kept still has its subscriptions; subscribing
+	// again could even collide with the packet ids of the messages it is
+	// delivering (mochi answers 0x91).
+	if len(cfg.Subscribe) > 0 && !ca.SessionPresent {
 		sub := &paho.Subscribe{}
 		for _, f := range cfg.Subscribe {
 			sub.Subscriptions = append(sub.Subscriptions, paho.SubscribeOptions{Topic: f, QoS: 1})
@@ -292,6 +303,9 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		sctx, scancel := context.WithTimeout(ctx, timeout)
 		sa, err := cm.Subscribe(sctx, sub)
 		scancel()
+		if err != nil && sa != nil {
+			err = fmt.Errorf("%w (reason codes %v)", err, sa.Reasons)
+		}
 		if err == nil {
 			for i, rc := range sa.Reasons {
 				if rc >= 0x80 {
@@ -353,8 +367,11 @@ func (c *Conn) Close(ctx context.Context) error {
 	return err
 }
 
-// Abort drops the connection without waiting (a network-level close).
+// Abort ends the connection with DISCONNECT reason 0x04 ("disconnect with
+// will message": the broker publishes the will, as after a network
+// failure) and does not wait.
 func (c *Conn) Abort() {
+	c.aborted.Store(true)
 	c.cancel()
 	c.markDone()
 }
