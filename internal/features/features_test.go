@@ -357,3 +357,21 @@ func BenchmarkPush(b *testing.B) {
 		e.Push(r, out)
 	}
 }
+
+// TestStateTrackerSlowRampDown: a load that ramps down in steps too small to
+// be edges is cleared once the total is below its size.
+func TestStateTrackerSlowRampDown(t *testing.T) {
+	e, _ := New(SetLW1, Config{})
+	bin := idx(t, "st_40w")
+	out := make([]float32, e.NumFeatures())
+	ps := []float64{0, 45, 45, 41, 38, 35, 32, 30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0}
+	for i, p := range ps {
+		e.Push(pOnly(float64(i), p), out)
+		if i == 2 && out[bin] != 1 {
+			t.Fatalf("45 W load not booked: %v", out[bin])
+		}
+	}
+	if out[bin] != 0 {
+		t.Errorf("load still counted at 0 W: %v", out[bin])
+	}
+}
