@@ -48,9 +48,9 @@ func Scenario() []Agent {
 			Safety:   def,
 		},
 		{
-			ID:    "office",
-			About: "laptop, then a laser printer warming up at 10 s on a long extension lead (1.2 ohm): a load-on sag of a few volts",
-			Schedule: "0s:laptop; 10s:+printer; 90s:-laptop; 2m:laptop+printer; repeat=4m",
+			ID:        "office",
+			About:     "laptop, then a laser printer warming up at 10 s on a long extension lead (1.2 ohm): a load-on sag of a few volts",
+			Schedule:  "0s:laptop; 10s:+printer; 90s:-laptop; 2m:laptop+printer; repeat=4m",
 			Seed:      12,
 			Impedance: 1.2,
 			Safety:    def,
@@ -68,8 +68,8 @@ func Scenario() []Agent {
 			Safety:   safety.Config{MaxPower: 350, Hold: 2 * time.Second, Recovery: 20 * time.Second, MaxRetries: 3},
 		},
 		{
-			ID:    "studio",
-			About: "soldering station, laptop and 3D printer in changing combinations",
+			ID:       "studio",
+			About:    "soldering station, laptop and 3D printer in changing combinations",
 			Schedule: "0s:solder; 15s:laptop+solder; 60s:3d_printer+laptop; 2m30s:nothing; 2m45s:solder; repeat=4m",
 			Seed:     14,
 			Safety:   def,
