@@ -29,7 +29,7 @@ var (
 )
 
 // testModel trains the default model once per test binary.
-func testModel(t *testing.T) string {
+func testModel(t testing.TB) string {
 	t.Helper()
 	modelOnce.Do(func() {
 		var m *forest.Model
@@ -51,7 +51,7 @@ func testModel(t *testing.T) string {
 	return modelPath
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("LOADWATCH_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -59,7 +59,7 @@ func testLogger(t *testing.T) *slog.Logger {
 }
 
 // start runs a server until the test ends.
-func start(t *testing.T, cfg Config) *Server {
+func start(t testing.TB, cfg Config) *Server {
 	t.Helper()
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
@@ -100,7 +100,7 @@ func start(t *testing.T, cfg Config) *Server {
 	return s
 }
 
-func addDevice(t *testing.T, s *Server, id string) string {
+func addDevice(t testing.TB, s *Server, id string) string {
 	t.Helper()
 	_, tok, err := s.Registry().Add(context.Background(), registry.NewDevice{ID: id})
 	if err != nil {
@@ -109,7 +109,7 @@ func addDevice(t *testing.T, s *Server, id string) string {
 	return tok
 }
 
-func dial(t *testing.T, broker, id, password string, onMsg func(mqttc.Message), subs ...string) *mqttc.Conn {
+func dial(t testing.TB, broker, id, password string, onMsg func(mqttc.Message), subs ...string) *mqttc.Conn {
 	t.Helper()
 	c, err := mqttc.Dial(context.Background(), mqttc.Config{Broker: "mqtt://" + broker, ClientID: id, Password: password,
 		ConnectTimeout: 5 * time.Second, OnMessage: onMsg, Subscribe: subs, CleanStart: true})
