@@ -1,0 +1,105 @@
+"use strict";
+(() => {
+  const tbody = document.querySelector("#fleet tbody");
+  const summary = document.getElementById("summary");
+  const filter = document.getElementById("filter");
+  const rows = new Map();   // id -> {tr, cells, dev}
+  let relays = {};
+  let dirty = new Set();
+
+  function rowFor(id) {
+    let r = rows.get(id);
+    if (r) return r;
+    const tr = LW.el("tr", {"data-device": id});
+    const cells = {};
+    for (const k of ["id", "state", "power", "class", "relay", "firmware", "seen", "link"]) {
+      const td = LW.el(k === "id" ? "th" : "td", k === "id" ? {scope: "row"} : {});
+      if (k === "power") td.className = "num";
+      if (k === "firmware" || k === "link") td.classList.add("hide-narrow");
+      cells[k] = td;
+      tr.append(td);
+    }
+    cells.id.append(LW.el("a", {href: "/device/" + encodeURIComponent(id), text: id}));
+    r = {tr, cells, dev: {id}};
+    rows.set(id, r);
+    return r;
+  }
+
+  function render(r) {
+    const d = r.dev, c = r.cells;
+    c.state.textContent = "";
+    c.state.append(LW.el("span", {class: "badge st-" + (d.state || "offline"), text: d.state || "offline"}));
+    c.power.textContent = LW.fmt(d.power, 1, "W");
+    c.class.textContent = d.class ? d.class + " (" + Math.round((d.confidence || 0) * 100) + " %)" : "—";
+    const rl = relays[d.id];
+    c.relay.textContent = "";
+    c.relay.append(LW.el("span", {class: rl ? "relay-" + rl.state : "muted", text: rl ? rl.state : "unknown"}));
+    c.firmware.textContent = d.firmware || "—";
+    c.seen.textContent = LW.ago(d.last_seen);
+    c.seen.title = d.last_seen || "";
+    const skew = d.clock_skew_seconds;
+    c.link.textContent = (d.readings || 0) + " readings" + (skew !== null && skew !== undefined && Math.abs(skew) >= 1 ? ", clock " + skew.toFixed(1) + " s" : "");
+    const f = filter.value.trim().toLowerCase();
+    r.tr.hidden = f !== "" && !d.id.toLowerCase().includes(f) && !(d.class || "").toLowerCase().includes(f);
+  }
+
+  function flush() {
+    for (const id of dirty) render(rows.get(id));
+    dirty.clear();
+  }
+  let scheduled = false;
+  function schedule() {
+    if (scheduled) return;
+    scheduled = true;
+    requestAnimationFrame(() => { scheduled = false; flush(); });
+  }
+
+  async function load() {
+    try {
+      const [devs, rl] = await Promise.all([LW.getJSON("/ui/api/v1/devices"), LW.getJSON("/ui/api/relays")]);
+      relays = rl;
+      const seen = new Set();
+      const frag = document.createDocumentFragment();
+      for (const d of devs) {
+        seen.add(d.id);
+        const isNew = !rows.has(d.id);
+        const r = rowFor(d.id);
+        r.dev = d;
+        if (isNew) frag.append(r.tr);
+        dirty.add(d.id);
+      }
+      for (const [id, r] of rows) if (!seen.has(id)) { r.tr.remove(); rows.delete(id); }
+      tbody.append(frag);
+      // keep rows sorted by id
+      const sorted = [...rows.keys()].sort();
+      sorted.forEach(id => tbody.append(rows.get(id).tr));
+      flush();
+      const n = {online: 0, asleep: 0, offline: 0};
+      for (const d of devs) n[d.state] = (n[d.state] || 0) + 1;
+      summary.textContent = devs.length + " devices: " + n.online + " online, " + n.asleep + " asleep, " + n.offline + " offline.";
+    } catch (e) {
+      summary.textContent = "Cannot load devices: " + e.message;
+      summary.classList.add("error");
+    }
+  }
+
+  filter.addEventListener("input", () => { for (const id of rows.keys()) dirty.add(id); schedule(); });
+  LW.header();
+  load();
+  setInterval(load, 10000);
+  LW.stream({type: "reading,status,ack,anomaly"}, {
+    reading: e => {
+      const r = rows.get(e.device);
+      if (!r) { load(); return; }
+      Object.assign(r.dev, {power: e.power ?? r.dev.power, state: "online", last_seen: new Date().toISOString()});
+      if (e.class) { r.dev.class = e.class; r.dev.confidence = e.confidence; }
+      dirty.add(e.device); schedule();
+    },
+    status: e => { const r = rows.get(e.device); if (r) { r.dev.state = e.status === "offline" ? "offline" : "online"; if (e.firmware) r.dev.firmware = e.firmware; dirty.add(e.device); schedule(); } },
+    ack: e => { if (e.ack && e.ack.state) { relays[e.device] = {state: e.ack.state, since: e.ts}; if (rows.has(e.device)) { dirty.add(e.device); schedule(); } } },
+    anomaly: e => {
+      const m = {relay_trip: "tripped", relay_latch: "latched", relay_reset: "closed", relay_recover: "closed"}[e.kind];
+      if (m && e.source === "device") { relays[e.device] = {state: m, since: e.ts}; if (rows.has(e.device)) { dirty.add(e.device); schedule(); } }
+    },
+  });
+})();
