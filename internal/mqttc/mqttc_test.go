@@ -2,9 +2,18 @@ package mqttc
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
+	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -214,4 +223,57 @@ func testLog() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// writeCA makes a CA and a server certificate for 127.0.0.1, writes the
+// CA's PEM to a file and returns the server's TLS config.
+func writeCA(t *testing.T) (caFile string, server *tls.Config) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "loadwatch test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "broker"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile = filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return caFile, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}
+}
+
+func TestTLSWithCAFile(t *testing.T) {
+	caFile, srv := writeCA(t)
+	b, err := broker.New(broker.Config{TLSAddr: "127.0.0.1:0", TLS: srv, Logger: testLog()}, auth{}, &ingest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-b.Ready()
+	url := "mqtts://" + b.Addr("tls")
+	c, err := Dial(t.Context(), Config{Broker: url, ClientID: "pi1", Password: "secret", CAFile: caFile})
+	if err != nil {
+		t.Fatalf("TLS with the CA file: %v", err)
+	}
+	if r, err := c.Publish(t.Context(), Message{Topic: "loadwatch/v1/pi1/telemetry", Payload: []byte("x"), QoS: 1}); err != nil || r != 0 {
+		t.Fatalf("publish over TLS: %#x %v", r, err)
+	}
+	c.Close(t.Context())
+	if _, err := Dial(t.Context(), Config{Broker: url, ClientID: "pi1", Password: "secret", ConnectTimeout: 3 * time.Second}); err == nil {
+		t.Fatal("connected without trusting the broker's CA")
+	}
 }
