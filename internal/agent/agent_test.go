@@ -19,7 +19,6 @@ import (
 	"loadwatch/internal/telemetry"
 )
 
-var epoch0 = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 
 // simMeter is a Sensor over a virtual meter (its physics: refresh,
 // averaging lag, quantisation) measuring a simulated circuit, read without
