@@ -19,7 +19,6 @@ import (
 	"loadwatch/internal/telemetry"
 )
 
-
 // simMeter is a Sensor over a virtual meter (its physics: refresh,
 // averaging lag, quantisation) measuring a simulated circuit, read without
 // a bus. It records every read.
