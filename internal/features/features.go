@@ -162,6 +162,7 @@ type Extractor struct {
 	times []int64 // unix nanoseconds
 	p     []float64
 	seq   int // number of samples pushed since the last reset
+	t0    int64 // time of the first sample since the last reset
 	win   [nWindows]window
 
 	// previous reading
@@ -408,6 +409,9 @@ func (e *Extractor) Push(r power.Reading, out []float32) {
 func (e *Extractor) pushWindows(t int64, p float64, out []float32) {
 	s := e.seq
 	e.seq++
+	if s == 0 {
+		e.t0 = t
+	}
 	oldest := max(0, e.seq-e.cap) // oldest sequence still in the ring
 	// Drop what the new sample overwrites before overwriting it.
 	for k := range e.win {
@@ -468,13 +472,19 @@ func (e *Extractor) pushWindows(t int64, p float64, out []float32) {
 		if variance < 0 || n == 1 {
 			variance = 0
 		}
+		// A spread from a window the stream has not yet covered for half
+		// its span is not that window's spread: leave it unknown.
+		std := float32(math.NaN())
+		if n > 1 && 2*(t-e.t0) >= w.span {
+			std = float32(math.Sqrt(variance))
+		}
 		if k == 0 {
 			out[iWin] = float32(mean)
 			out[iWin+1] = float32(e.p[w.minQ.front()%e.cap])
 			out[iWin+2] = float32(e.p[w.maxQ.front()%e.cap])
-			out[iWin+3] = float32(math.Sqrt(variance))
+			out[iWin+3] = std
 		} else {
-			out[iWin+3+k] = float32(math.Sqrt(variance))
+			out[iWin+3+k] = std
 		}
 	}
 }

@@ -91,9 +91,11 @@ func TestInstantaneous(t *testing.T) {
 		{"p_norm", 400 * (230.0 / 220) * (230.0 / 220)},
 		{"s", s}, {"q", q},
 		{"dp", 200}, {"dq", q - q0}, {"dv", -10},
-		{"p_mean_10s", 300}, {"p_min_10s", 200}, {"p_max_10s", 400}, {"p_std_10s", 100},
+		{"p_mean_10s", 300}, {"p_min_10s", 200}, {"p_max_10s", 400},
+		// 1 s of data is not a 10 s spread.
+		{"p_std_10s", math.NaN()},
 		{"ev_dp", 200}, {"ev_dq", q - q0},
-		{"p_std_60s", 100}, {"p_std_300s", 100},
+		{"p_std_60s", math.NaN()}, {"p_std_300s", math.NaN()},
 		{"e_rate", math.NaN()},
 	}
 	for _, c := range cases {
@@ -126,7 +128,7 @@ func TestGapResets(t *testing.T) {
 	e, _ := New(SetLW1, Config{MaxGap: 10 * time.Second})
 	outs := push(t, e, []power.Reading{pOnly(0, 100), pOnly(5, 300), pOnly(100, 50)})
 	o := outs[2]
-	if !math.IsNaN(float64(o[idx(t, "dp")])) || o[idx(t, "p_mean_10s")] != 50 || o[idx(t, "p_std_300s")] != 0 {
+	if !math.IsNaN(float64(o[idx(t, "dp")])) || o[idx(t, "p_mean_10s")] != 50 || !math.IsNaN(float64(o[idx(t, "p_std_300s")])) {
 		t.Errorf("after the gap: dp %v, mean %v, std %v", o[idx(t, "dp")], o[idx(t, "p_mean_10s")], o[idx(t, "p_std_300s")])
 	}
 	if !math.IsNaN(float64(o[idx(t, "ev_dp")])) || o[idx(t, "st_169w")] != 0 {
@@ -189,6 +191,7 @@ func TestWindowsMatchBruteForce(t *testing.T) {
 		cfg := Config{MaxGap: 40 * time.Second, Capacity: capacity}
 		e, _ := New(SetLW1, cfg)
 		var hist []power.Reading
+		var start time.Time
 		sec := 0.0
 		for n := 0; n < 3000; n++ {
 			step := 1 + rng.Float64()*7
@@ -199,6 +202,9 @@ func TestWindowsMatchBruteForce(t *testing.T) {
 			r := pOnly(sec, math.Round(rng.Float64()*500*10)/10)
 			if len(hist) > 0 && r.Time.Sub(hist[len(hist)-1].Time) > cfg.MaxGap {
 				hist = hist[:0]
+			}
+			if len(hist) == 0 {
+				start = r.Time
 			}
 			hist = append(hist, r)
 			out := make([]float32, e.NumFeatures())
@@ -222,14 +228,17 @@ func TestWindowsMatchBruteForce(t *testing.T) {
 					ss += (v - mean) * (v - mean)
 				}
 				std := math.Sqrt(ss / float64(len(in)))
+				if len(in) < 2 || 2*r.Time.Sub(start) < span {
+					std = math.NaN()
+				}
 				if k > 0 {
-					if got := out[iWin+3+k]; math.Abs(float64(got)-std) > 0.05 {
+					if got := out[iWin+3+k]; math.IsNaN(std) != math.IsNaN(float64(got)) || math.Abs(float64(got)-std) > 0.05 {
 						t.Fatalf("cap %d reading %d window %v: std %v, want %v", capacity, n, span, got, std)
 					}
 					continue
 				}
 				b := iWin
-				if !near(out[b], mean) || !near(out[b+1], mn) || !near(out[b+2], mx) || math.Abs(float64(out[b+3])-std) > 0.05 {
+				if !near(out[b], mean) || !near(out[b+1], mn) || !near(out[b+2], mx) || math.IsNaN(std) != math.IsNaN(float64(out[b+3])) || math.Abs(float64(out[b+3])-std) > 0.05 {
 					t.Fatalf("cap %d reading %d window %v: got mean/min/max/std %v %v %v %v, want %v %v %v %v",
 						capacity, n, span, out[b], out[b+1], out[b+2], out[b+3], mean, mn, mx, std)
 				}
