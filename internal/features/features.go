@@ -161,7 +161,7 @@ type Extractor struct {
 	cap   int
 	times []int64 // unix nanoseconds
 	p     []float64
-	seq   int // number of samples pushed since the last reset
+	seq   int   // number of samples pushed since the last reset
 	t0    int64 // time of the first sample since the last reset
 	win   [nWindows]window
 
