@@ -133,6 +133,7 @@ type sink struct {
 	batches  int
 	acks     []telemetry.CommandAck
 	events   []telemetry.Event
+	statuses []telemetry.Status
 	refuse   atomic.Uint32 // a reason code to refuse telemetry with (0: accept)
 }
 
@@ -171,6 +172,12 @@ func (s *sink) take(topic string, payload []byte) byte {
 			return 0x99
 		}
 		s.events = append(s.events, e)
+	case telemetry.ChannelStatus:
+		st, err := telemetry.DecodeStatus(payload, time.Time{}, telemetry.Limits{})
+		if err != nil {
+			return 0x99
+		}
+		s.statuses = append(s.statuses, st)
 	}
 	return 0
 }
@@ -627,6 +634,15 @@ func TestCommandWhileAsleep(t *testing.T) {
 		t.Fatalf("relay changes %+v: want an opening after %v", ch, sent)
 	}
 	t.Logf("command sent while asleep, executed %v later on the next wake (connections %d -> %d)", ch[len(ch)-1].Time.Sub(sent).Round(time.Millisecond), c0, r.a.Stats().Connects)
+
+	// A graceful stop says offline (a clean DISCONNECT fires no will).
+	r.stop(t)
+	e.sink.mu.Lock()
+	st := e.sink.statuses
+	e.sink.mu.Unlock()
+	if len(st) < 2 || st[0].State != telemetry.StatusOnline || st[len(st)-1].State != telemetry.StatusOffline || st[0].Firmware == "" {
+		t.Fatalf("statuses %+v: want online (with firmware) ... offline", st)
+	}
 }
 
 // stallProxy forwards TCP to target until stalled; from then on it stops

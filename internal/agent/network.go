@@ -76,7 +76,10 @@ func (a *Agent) network(ctx context.Context) {
 		sess = nil
 		a.count(func(s *Stats) { s.Connected = false })
 	}
-	defer drop(true)
+	defer func() {
+		a.goodbye(ctx, sess)
+		drop(true)
+	}()
 	for {
 		if sess == nil && !alwaysOn && !a.hasPending() {
 			select {
@@ -137,6 +140,36 @@ func (a *Agent) network(ctx context.Context) {
 			continue
 		}
 		drop(true)
+	}
+}
+
+// goodbye publishes status offline (retained) on a graceful shutdown, so
+// that the server need not wait for a will that a clean DISCONNECT never
+// triggers. A duty-cycled agent connects briefly for it. Best effort,
+// bounded by 3 s.
+func (a *Agent) goodbye(ctx context.Context, sess Session) {
+	gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	defer cancel()
+	if sess == nil {
+		s, err := a.cfg.Dialer.Dial(gctx, DialOptions{OnMessage: func(string, []byte) {}})
+		if err != nil {
+			a.log.Warn("agent: status offline not sent", "err", err)
+			return
+		}
+		defer s.Close(gctx)
+		sess = s
+	}
+	off := telemetry.Status{State: telemetry.StatusOffline, Firmware: a.cfg.Firmware, Time: a.cfg.Now()}
+	payload := off.AppendJSON(nil)
+	seen := map[string]bool{}
+	for _, id := range append(a.Devices(), a.cfg.ID) {
+		if !seen[id] {
+			seen[id] = true
+			if err := a.publish(gctx, sess, telemetry.Topic(id, telemetry.ChannelStatus), payload, true, nil); err != nil {
+				a.log.Warn("agent: status offline not sent", "err", err)
+				return
+			}
+		}
 	}
 }
 

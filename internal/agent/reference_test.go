@@ -115,10 +115,14 @@ func TestReferenceHour(t *testing.T) {
 	t.Logf("always-on (a report every 5 s wake): %d telemetry + %d event messages/h, %.1f mA (ESP32 model)",
 		always.messages, always.events, dutycycle.ESP32Profile().AlwaysOnMA)
 	prev := alwaysMsgs + 1
-	for _, c := range []struct {
+	thresholds := []struct {
 		w   power.Watts
 		pct float64
-	}{{1, 0.5}, {5, 2}, {10, 5}, {25, 10}} {
+	}{{1, 0.5}, {5, 2}, {10, 5}, {25, 10}}
+	if testing.Short() {
+		thresholds = thresholds[:1]
+	}
+	for _, c := range thresholds {
 		var duty hour
 		synctest.Test(t, func(t *testing.T) { duty = referenceHour(t, false, c.w, c.pct) })
 		est := dutycycle.ESP32Profile().Estimate(duty.counts, 5*time.Second)

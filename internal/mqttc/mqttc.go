@@ -148,8 +148,9 @@ func (c *Config) Validate() error {
 
 // Dial connects once, subscribes, and returns the connection. It fails
 // when the broker cannot be reached or refuses the connection within
-// ConnectTimeout (a refusal is a *ConnectError). The connection lives until
-// Close, ctx's end, or a network failure (Done).
+// ConnectTimeout or before ctx ends (a refusal is a *ConnectError). The
+// connection then lives until Close, Abort or a network failure (Done),
+// not until ctx's end.
 func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	u, useTLS, err := brokerURL(cfg.Broker)
 	if err != nil {
@@ -187,7 +188,9 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}
 
 	c := &Conn{done: make(chan struct{})}
-	connCtx, cancel := context.WithCancel(ctx)
+	// The connection outlives ctx (which bounds connecting only): the
+	// caller may still want to say goodbye while shutting down.
+	connCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.cancel = cancel
 	up := make(chan *paho.Connack, 1)
 	failed := make(chan error, 1)
