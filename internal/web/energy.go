@@ -119,6 +119,14 @@ func (e *EnergyService) period(ctx context.Context, device string, from, now tim
 		return pe, nil
 	}
 	step := max(time.Minute, (span / 2000).Round(time.Second))
+	// The steps end exactly at now and their windows (t-step, t] stay
+	// inside the period: n*step <= span.
+	n := max(1, int(span/step))
+	if time.Duration(n)*step > span {
+		step = max(time.Second, span.Round(time.Second))
+		n = 1
+	}
+	first := now.Add(-time.Duration(n-1) * step)
 	sel := "{" + store.LabelDevice + "=" + quote(device) + "}"
 	// The ledger total only grows: the energy of the period is its rise
 	// from the last value before the period (or, for a device first seen
@@ -133,6 +141,9 @@ func (e *EnergyService) period(ctx context.Context, device string, from, now tim
 		return pe, err
 	}
 	if !ok {
+		// No value before the period: the rise before the first step is
+		// priced within that step, not spread from the period's start.
+		prevT = time.Time{}
 		r, err := e.Q.Query(ctx, "min_over_time("+energy+"["+promDur(span+time.Second)+"])", now)
 		if err != nil {
 			return pe, err
@@ -141,13 +152,16 @@ func (e *EnergyService) period(ctx context.Context, device string, from, now tim
 			return pe, nil // no energy data in the period
 		}
 	}
-	res, err := e.Q.QueryRange(ctx, "last_over_time("+energy+"["+promDur(step)+"])", from, now, step)
+	res, err := e.Q.QueryRange(ctx, "last_over_time("+energy+"["+promDur(step)+"])", first, now, step)
 	if err != nil {
 		return pe, err
 	}
 	if len(res.Series) > 0 {
 		for _, p := range res.Series[0].Points {
 			t := time.UnixMilli(p.T)
+			if prevT.IsZero() {
+				prevT = t.Add(-step)
+			}
 			if dj := p.V - prevV; dj > 0 {
 				wh := dj / 3600
 				pe.KWh += wh / 1000
@@ -158,11 +172,11 @@ func (e *EnergyService) period(ctx context.Context, device string, from, now tim
 	}
 	// Split by class: average power per step times the step, to the class
 	// seen most often in that step.
-	pw, err := e.Q.QueryRange(ctx, "avg_over_time("+store.MetricPower+sel+"["+promDur(step)+"])", from, now, step)
+	pw, err := e.Q.QueryRange(ctx, "avg_over_time("+store.MetricPower+sel+"["+promDur(step)+"])", first, now, step)
 	if err != nil {
 		return pe, err
 	}
-	cl, err := e.Q.QueryRange(ctx, "count_over_time("+store.MetricClassConfidence+sel+"["+promDur(step)+"])", from, now, step)
+	cl, err := e.Q.QueryRange(ctx, "count_over_time("+store.MetricClassConfidence+sel+"["+promDur(step)+"])", first, now, step)
 	if err != nil {
 		return pe, err
 	}

@@ -154,7 +154,7 @@ func start(t testing.TB, o envOpts) *env {
 	cmds := api.NewCommands(pubFunc(func(topic string, payload []byte, retain bool, qos byte) error {
 		return br.Publish(topic, payload, retain, qos)
 	}), nil)
-	e.Pipe, err = ingest.New(ingest.Config{Store: st, Classifier: holderModel{holder}, Notifier: ingest.Notifiers{e.Bus, cmds, e.Relays}, Tasmota: reg.TasmotaDevice})
+	e.Pipe, err = ingest.New(ingest.Config{Store: st, Classifier: holderModel{holder}, Notifier: ingest.Notifiers{e.Bus, cmds, e.Relays}, Tasmota: reg.TasmotaDevice, Now: o.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,8 +171,8 @@ func start(t testing.TB, o envOpts) *env {
 	case <-time.After(20 * time.Second):
 		t.Fatal("broker not ready")
 	}
-	prom := promapi.New(st, promapi.Options{})
-	reads, err := api.New(api.Config{Devices: e.Pipe, Registry: reg, Bus: e.Bus, Query: prom})
+	prom := promapi.New(st, promapi.Options{Now: o.now})
+	reads, err := api.New(api.Config{Devices: e.Pipe, Registry: reg, Bus: e.Bus, Query: prom, Now: o.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func start(t testing.TB, o envOpts) *env {
 		t.Fatal(err)
 	}
 	full, err := api.New(api.Config{Devices: e.Pipe, Registry: reg, Tokens: reg, Bus: e.Bus, Commands: cmds, Query: prom,
-		Dashboard: dash, Metrics: api.NewRegistry(e.Pipe, e.Bus, nil)})
+		Dashboard: dash, Metrics: api.NewRegistry(e.Pipe, e.Bus, nil), Now: o.now})
 	if err != nil {
 		t.Fatal(err)
 	}
