@@ -90,8 +90,8 @@ func TestExportImportRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	a := openStore(t)
 	want := fill(t, a, "kitchen", 1500, 1)
-	fill(t, a, "garage", 300, 2)            // another device: not exported
-	fill(t, a, "kitchen-2", 300, 3)         // a device whose id extends the first
+	fill(t, a, "garage", 300, 2)         // another device: not exported
+	fill(t, a, "kitchen-2", 300, 3)      // a device whose id extends the first
 	err := a.Append(ctx, []store.Sample{ // a voltage without power: skipped
 		{Metric: store.MetricVoltage, Labels: store.DeviceLabels("kitchen"), T: store.Millis(t0.Add(-time.Second)), V: 230},
 	})

@@ -36,7 +36,7 @@ type ImportStats struct {
 	// has a class for that device and time: import never overrides a
 	// stored classification (and re-importing an export changes nothing).
 	LabelsKept int
-	Devices map[string]int // rows per device
+	Devices    map[string]int // rows per device
 }
 
 // importBatch is how many rows go into one store append.
