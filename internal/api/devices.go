@@ -51,10 +51,17 @@ func rfc3339(t time.Time) *string {
 
 func (a *API) deviceJSON(d ingest.Device, reg *registry.Device, now time.Time) DeviceJSON {
 	out := DeviceJSON{ID: d.ID, Firmware: d.Firmware, Readings: d.Readings, Seq: d.Seq}
+	// The state comes from what ingest saw (messages, status, last will);
+	// the registry's last-seen time (connections, also of other server
+	// processes) only stands in when ingest has seen nothing since start.
+	state := d
 	if reg != nil {
 		out.Registered = true
 		out.Revoked = !reg.Revoked.IsZero()
 		out.Addrs, out.Tasmota = reg.Addrs, reg.TasmotaTopic
+		if state.LastSeen.IsZero() {
+			state.LastSeen = reg.LastSeen
+		}
 		if reg.LastSeen.After(d.LastSeen) {
 			d.LastSeen = reg.LastSeen
 		}
@@ -62,7 +69,7 @@ func (a *API) deviceJSON(d ingest.Device, reg *registry.Device, now time.Time) D
 			out.Firmware = reg.Firmware
 		}
 	}
-	st := d.StateAt(now, a.cfg.OnlineWindow, a.cfg.OfflineAfter)
+	st := state.StateAt(now, a.cfg.OnlineWindow, a.cfg.OfflineAfter)
 	out.State, out.Online = string(st), st != ingest.StateOffline
 	out.LastSeen = rfc3339(d.LastSeen)
 	if d.HasReading {

@@ -523,6 +523,32 @@ func (p *Pipeline) status(d *device, payload []byte, now time.Time) (byte, error
 	return CodeOK, nil
 }
 
+// ObserveStatus takes a status message seen as a subscriber rather than
+// through Ingest: the embedded broker publishes a device's last will
+// ("offline") without passing it through its ingest hook, so the server
+// subscribes to the status topics to see it. A retained "online" (old news
+// replayed at subscribe time) is ignored. Invalid input is ignored too
+// (Ingest has refused and counted it already).
+func (p *Pipeline) ObserveStatus(topic string, payload []byte, retained bool) {
+	dev, ch, err := telemetry.ParseTopic(topic)
+	if err != nil || ch != telemetry.ChannelStatus {
+		return
+	}
+	now := p.cfg.Now()
+	s, err := telemetry.DecodeStatus(payload, now, p.cfg.Limits)
+	if err != nil || retained && s.State == telemetry.StatusOnline {
+		return
+	}
+	d := p.device(dev)
+	d.mu.Lock()
+	changed := d.status != s.State || s.State == telemetry.StatusOffline && d.statusAt.Before(d.lastSeen)
+	d.status, d.statusAt = s.State, now
+	d.mu.Unlock()
+	if changed && p.cfg.Notifier != nil {
+		p.cfg.Notifier.Notify(Event{Type: EventStatus, Device: dev, Time: now, Status: string(s.State), Firmware: s.Firmware})
+	}
+}
+
 func (p *Pipeline) ack(d *device, payload []byte, now time.Time) (byte, error) {
 	a, err := telemetry.DecodeCommandAck(payload, p.cfg.Limits)
 	if err != nil {

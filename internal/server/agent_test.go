@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -88,6 +89,21 @@ func TestAgentEndToEnd(t *testing.T) {
 		d, ok := s.Pipeline().Device("edge1")
 		return ok && d.Readings >= 10
 	})
+	// While the agent runs, it is listed with its latest reading and class.
+	var devs []api.DeviceJSON
+	getJSON(t, "http://"+s.HTTPAddr()+"/api/v1/devices", &devs)
+	listed := false
+	for _, dj := range devs {
+		if dj.ID == "edge1" {
+			listed = true
+			if dj.State == "offline" || dj.Power == nil || dj.Class == "" || dj.EnergyJoules == nil || dj.Firmware != "test-1" {
+				t.Errorf("edge1 = %+v", dj)
+			}
+		}
+	}
+	if !listed {
+		t.Errorf("edge1 not listed: %+v", devs)
+	}
 	cancel()
 	if err := <-done; err != nil && ctx.Err() == nil {
 		t.Fatal(err)
@@ -100,17 +116,6 @@ func TestAgentEndToEnd(t *testing.T) {
 	if ps := s.Pipeline().Stats(); ps.AgentFeatures == 0 {
 		t.Errorf("no classification used the agent's features: %+v", ps)
 	}
-	var devs []api.DeviceJSON
-	getJSON(t, "http://"+s.HTTPAddr()+"/api/v1/devices", &devs)
-	for _, dj := range devs {
-		if dj.ID == "edge1" {
-			if dj.State == "offline" || dj.Power == nil || dj.Class == "" || dj.EnergyJoules == nil || dj.Firmware != "test-1" {
-				t.Errorf("edge1 = %+v", dj)
-			}
-			return
-		}
-	}
-	t.Errorf("edge1 not listed: %+v", devs)
 }
 
 // TestTasmotaOverBroker: a Tasmota plug registered with its topic and time
@@ -140,4 +145,41 @@ func TestTasmotaOverBroker(t *testing.T) {
 	if got := rawPowers(t, s.HTTPAddr(), "plug"); len(got) != 1 || got[0] != 60 {
 		t.Errorf("stored %v", got)
 	}
+}
+
+// TestLastWillMarksOffline: a device that vanishes without a DISCONNECT is
+// listed offline once the broker publishes its last will.
+func TestLastWillMarksOffline(t *testing.T) {
+	s := start(t, Config{})
+	tok := addDevice(t, s, "flaky")
+	online := telemetry.Status{State: telemetry.StatusOnline, Firmware: "1"}
+	will := telemetry.Status{State: telemetry.StatusOffline, Firmware: "1"}
+	var conn net.Conn
+	c, err := mqttc.Dial(context.Background(), mqttc.Config{Broker: "mqtt://" + s.MQTTAddr(), ClientID: "flaky", Password: tok, CleanStart: true,
+		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			cn, err := d.DialContext(ctx, network, addr)
+			conn = cn
+			return cn, err
+		},
+		Will: &mqttc.Message{Topic: telemetry.Topic("flaky", telemetry.ChannelStatus), Payload: will.AppendJSON(nil), QoS: 1, Retain: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := publish(t, c, telemetry.Topic("flaky", telemetry.ChannelStatus), online.AppendJSON(nil)); code != 0 {
+		t.Fatalf("status refused: 0x%02x", code)
+	}
+	dev := func() api.DeviceJSON {
+		var d api.DeviceJSON
+		getJSON(t, "http://"+s.HTTPAddr()+"/api/v1/devices/flaky", &d)
+		return d
+	}
+	if d := dev(); d.State != "online" || !d.Online {
+		t.Fatalf("before: %+v", d)
+	}
+	conn.Close() // the network drops: no DISCONNECT, so the broker sends the will
+	defer c.Abort()
+	t0 := time.Now()
+	eventually(t, 15*time.Second, "flaky listed offline", func() bool { d := dev(); return d.State == "offline" && !d.Online })
+	t.Logf("offline after %v", time.Since(t0))
 }

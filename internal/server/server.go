@@ -11,7 +11,9 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +33,7 @@ import (
 	"loadwatch/internal/extbroker"
 	"loadwatch/internal/forest"
 	"loadwatch/internal/ingest"
+	"loadwatch/internal/mqttc"
 	"loadwatch/internal/ota/otaserver"
 	"loadwatch/internal/ota/release"
 	"loadwatch/internal/promapi"
@@ -417,6 +420,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}
 	if brk != nil {
 		mqttAddr = brk.Addr("tcp")
+		if mqttAddr != "" {
+			goRun("status watch", func(ctx context.Context) error { return s.watchStatus(ctx, mqttAddr, cred.File, pipe) })
+		}
 	}
 	s.mu.Lock()
 	s.httpAddr, s.mqttAddr = httpAddr, mqttAddr
@@ -442,6 +448,43 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	stopParts() // broker (its in-flight ingest finishes first), registry, model watch
 	wg.Wait()
 	return runErr
+}
+
+// watchStatus subscribes to the devices' status topics as the admin
+// identity, so that ingest sees last wills (mochi publishes a will
+// without calling the ingest hook). It reconnects until ctx ends.
+func (s *Server) watchStatus(ctx context.Context, addr, credFile string, pipe *ingest.Pipeline) error {
+	user, pass, err := registry.ReadAdminFile(credFile)
+	if err != nil {
+		return err
+	}
+	var idb [6]byte
+	rand.Read(idb[:])
+	for ctx.Err() == nil {
+		c, err := mqttc.Dial(ctx, mqttc.Config{
+			Broker: "mqtt://" + addr, ClientID: user + ":status-" + hex.EncodeToString(idb[:]), Username: user, Password: pass,
+			CleanStart: true, SessionExpiry: time.Second, ConnectTimeout: 5 * time.Second,
+			Subscribe: []string{telemetry.Prefix + "+/" + string(telemetry.ChannelStatus)},
+			OnMessage: func(m mqttc.Message) { pipe.ObserveStatus(m.Topic, m.Payload, m.Retain) },
+		})
+		if err == nil {
+			select {
+			case <-ctx.Done():
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+				c.Close(cctx)
+				cancel()
+				return nil
+			case <-c.Done():
+			}
+		} else if ctx.Err() == nil {
+			s.log.Warn("status watcher cannot connect to the embedded broker; last wills are not seen", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	return nil
 }
 
 // ensureAPIToken creates an admin API token at first start (when the
