@@ -127,7 +127,7 @@ func pollJS(t *testing.T, ctx context.Context, what, expr string, d time.Duratio
 }
 
 func TestDashboardInBrowser(t *testing.T) {
-	e := start(t, envOpts{devices: []string{"kitchen", "office"}, idle: 98, backfill: 90 * time.Minute, labels: labelsHandler})
+	e := start(t, envOpts{devices: []string{"kitchen", "office"}, idle: 98, backfill: 90 * time.Minute, labels: true})
 	dir := artifactDir(t)
 	ctx, cl := newBrowser(t, 1280, 900)
 

@@ -112,7 +112,7 @@ func golden(t *testing.T, name string, got []byte) {
 }
 
 func TestGoldenAPIAnswers(t *testing.T) {
-	e := start(t, envOpts{openReads: true, now: func() time.Time { return goldenNow }, labels: labelsHandler})
+	e := start(t, envOpts{openReads: true, now: func() time.Time { return goldenNow }, labels: true})
 	feedGolden(t, e)
 	if err := e.Reg.AddUser(context.Background(), "alice", "correct horse battery"); err != nil {
 		t.Fatal(err)

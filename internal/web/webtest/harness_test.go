@@ -23,7 +23,6 @@ import (
 	"loadwatch/internal/readingscsv"
 	"loadwatch/internal/registry"
 	"loadwatch/internal/store"
-	"loadwatch/internal/tariff"
 	"loadwatch/internal/telemetry"
 	"loadwatch/internal/web"
 
@@ -115,7 +114,7 @@ type envOpts struct {
 	devices   []string // live simulated devices
 	idle      int      // further registered devices with one reading each
 	backfill  time.Duration
-	labels    func(e *env) http.Handler
+	labels    bool // labelling and retraining
 	alerts    http.Handler
 	now       func() time.Time
 }
@@ -172,21 +171,13 @@ func start(t testing.TB, o envOpts) *env {
 		t.Fatal("broker not ready")
 	}
 	prom := promapi.New(st, promapi.Options{Now: o.now})
-	reads, err := api.New(api.Config{Devices: e.Pipe, Registry: reg, Bus: e.Bus, Query: prom, Now: o.now})
-	if err != nil {
-		t.Fatal(err)
+	parts := web.Parts{Devices: e.Pipe, Registry: reg, Bus: e.Bus, Query: prom, Commands: cmds, Relays: e.Relays, Store: st,
+		DataDir: dir, Tariff: "0.30 EUR; 22:00-06:00 0.18", TariffZone: "UTC", OpenReads: o.openReads, Alerts: o.alerts, Now: o.now,
+		Bundled: func(context.Context) ([]readingscsv.Row, error) { return bundledRows(), nil }}
+	if o.labels {
+		parts.Holder = holder
 	}
-	tr, err := tariff.Parse("0.30 EUR; 22:00-06:00 0.18")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr.Loc = time.UTC
-	wcfg := web.Config{Reads: reads, Login: web.RegistryLogin{Reg: reg}, OpenReads: o.openReads, Commands: cmds, Relays: e.Relays,
-		Energy: &web.EnergyService{Q: st, Tariff: tr, Now: o.now}, Alerts: o.alerts, CommandWait: 10 * time.Second}
-	if o.labels != nil {
-		wcfg.Labels = o.labels(e)
-	}
-	dash, err := web.New(wcfg)
+	dash, err := web.Assemble(ctx, parts)
 	if err != nil {
 		t.Fatal(err)
 	}

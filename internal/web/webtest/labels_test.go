@@ -2,36 +2,14 @@ package webtest
 
 import (
 	"context"
-	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"loadwatch/internal/forest"
-	"loadwatch/internal/labels"
-	"loadwatch/internal/readingscsv"
-	"loadwatch/internal/web"
 
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 )
-
-// labelsHandler mounts the labelling and retraining service, trained on
-// the bundled rows plus the labelled spans.
-func labelsHandler(e *env) http.Handler {
-	spans, err := labels.Open(filepath.Join(e.Dir, "labels.json"), nil)
-	if err != nil {
-		panic(err)
-	}
-	cfg := forest.DefaultConfig()
-	cfg.Trees = 8
-	svc, err := labels.New(labels.Config{Spans: spans, Q: e.Store, Holder: e.Holder, ModelDir: filepath.Join(e.Dir, "models"),
-		Bundled: func(context.Context) ([]readingscsv.Row, error) { return bundledRows(), nil }, Forest: &cfg, User: web.User})
-	if err != nil {
-		panic(err)
-	}
-	return svc.Handler(context.Background())
-}
 
 // testLabelling selects a span on the power chart, labels it, retrains,
 // and activates the new model; the page must show version v1.
