@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 )
