@@ -22,6 +22,11 @@ type cli struct {
 	Ota     otaCmd     `cmd:"" help:"Over-the-air updates: signing keys, publish signed releases, staged rollout (list, promote, halt), serve."`
 	Device  deviceCmd  `cmd:"" help:"Device registry: add, list, show, revoke, rotate, delete (works while serve runs)."`
 	Serve   serveCmd   `cmd:"" help:"Run the server: MQTT broker (or an external one), ingest, time-series store, HTTP API and /metrics."`
+	Demo    demoCmd    `cmd:"" help:"Run a complete demo in one process: server, embedded broker and four simulated duty-cycled agents; no setup."`
+	Export  exportCmd  `cmd:"" help:"Export one device's stored readings as the readings CSV (labelled with the stored class)."`
+	Import  importCmd  `cmd:"" help:"Import readings CSV files into a data directory's store (idempotent)."`
+	Backup  backupCmd  `cmd:"" help:"Back up a data directory's store and registry consistently (also while serve runs)."`
+	Restore restoreCmd `cmd:"" help:"Restore a backup into an empty data directory."`
 }
 
 const description = `loadwatch monitors mains power with PZEM-004T v3 meters: it reads the meters
