@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/alecthomas/kong"
+)
+
+func TestServeDefaults(t *testing.T) {
+	var c cli
+	p, err := kong.New(&c, kong.Exit(func(int) { t.Fatal("exit") }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Parse([]string{"serve"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := c.Serve.config()
+	if cfg.HTTPAddr != "127.0.0.1:8080" || cfg.MQTTAddr != "127.0.0.1:1883" || cfg.ExternalBroker != "" || cfg.Retention != 15*24*time.Hour {
+		t.Errorf("defaults %+v", cfg)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestServeRuns starts `loadwatch serve` on free ports, waits for the API
+// and stops it with its context.
+func TestServeRuns(t *testing.T) {
+	dir := t.TempDir()
+	cmd := serveCmd{HTTP: freeAddr(t), MQTT: freeAddr(t), Data: dir, Retention: time.Hour, BrokerGroup: "loadwatch"}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Run(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + cmd.HTTP + "/api/v1/devices")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(b) != "[]\n" {
+				t.Errorf("devices: %s %q", resp.Status, b)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not answer: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, f := range []string{"admin-credentials.json", "api-token.json", "model.json", "registry.db"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("first start did not create %s: %v", f, err)
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+}
