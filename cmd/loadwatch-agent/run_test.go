@@ -597,6 +597,12 @@ func TestSIGKILLRestart(t *testing.T) {
 	}
 	rs, _, _ := e.sink.snapshot()
 	last := checkStream(t, rs)
+	if len(last) != 1 {
+		t.Fatalf("the restart started a new epoch (SyncAlways keeps it): %v", last)
+	}
+	if last[killed.Epoch] < killed.NextSeq {
+		t.Fatalf("the restarted agent sent nothing new in epoch %s (up to %d, next seq at the kill %d)", killed.Epoch, last[killed.Epoch], killed.NextSeq)
+	}
 	if last[killed.Epoch] < killed.NextSeq-1 {
 		t.Fatalf("epoch %s arrived up to seq %d, the outbox held up to %d at the kill", killed.Epoch, last[killed.Epoch], killed.NextSeq-1)
 	}
