@@ -8,32 +8,58 @@ import (
 	"time"
 
 	"loadwatch/internal/server"
+
+	"github.com/alecthomas/kong"
 )
 
 // serveCmd runs the server: embedded broker (or an external one), ingest,
 // store and HTTP API.
 type serveCmd struct {
-	HTTP         string        `name:"http" default:"127.0.0.1:8080" env:"LOADWATCH_HTTP" help:"HTTP listen address (API, /metrics, dashboard); 'off' disables it."`
-	MQTT         string        `name:"mqtt" default:"127.0.0.1:1883" env:"LOADWATCH_MQTT" help:"Embedded MQTT broker TCP listen address; 'off' disables it."`
-	Data         string        `name:"data" default:"loadwatch-data" type:"path" env:"LOADWATCH_DATA" help:"Data directory: registry, store, broker sessions, model, credentials."`
-	MQTTTLS      string        `name:"mqtt-tls" env:"LOADWATCH_MQTT_TLS" help:"Embedded broker TLS listen address (needs --tls-cert and --tls-key)."`
-	MQTTWS       string        `name:"mqtt-ws" env:"LOADWATCH_MQTT_WS" help:"Embedded broker MQTT-over-WebSocket listen address."`
-	TLSCert      string        `name:"tls-cert" type:"existingfile" env:"LOADWATCH_TLS_CERT" help:"PEM certificate: serves HTTPS and the MQTT TLS listener."`
-	TLSKey       string        `name:"tls-key" type:"existingfile" env:"LOADWATCH_TLS_KEY" help:"PEM private key of --tls-cert."`
-	Broker       string        `name:"broker" env:"LOADWATCH_BROKER" help:"External MQTT v5 broker (mqtt://host:1883 or mqtts://...) instead of the embedded one; replicas share its load."`
-	BrokerUser   string        `name:"broker-user" env:"LOADWATCH_BROKER_USER" help:"User name at the external broker."`
-	BrokerPass   string        `name:"broker-password" env:"LOADWATCH_BROKER_PASSWORD" help:"Password at the external broker (prefer the environment variable)."`
-	BrokerCA     string        `name:"broker-ca" type:"existingfile" env:"LOADWATCH_BROKER_CA" help:"PEM CA bundle to verify an mqtts:// broker."`
-	BrokerClient string        `name:"broker-client-id" env:"LOADWATCH_BROKER_CLIENT_ID" help:"Client id at the external broker: stable per replica, unique among replicas (default loadwatch-<hostname>)."`
-	BrokerGroup  string        `name:"broker-group" default:"loadwatch" env:"LOADWATCH_BROKER_GROUP" help:"Shared subscription group of the replicas."`
-	Model        string        `name:"model" type:"path" env:"LOADWATCH_MODEL" help:"Classifier model file (watched, reloaded on change); default DATA/model.json, trained from synthetic data at first start."`
-	NoModel      bool          `name:"no-model" help:"Do not classify."`
-	Retention    time.Duration `name:"retention" default:"360h" env:"LOADWATCH_RETENTION" help:"How long the store keeps data."`
-	MaxBytes     int64         `name:"max-bytes" env:"LOADWATCH_MAX_BYTES" help:"Store size limit in bytes (0: none)."`
-	RemoteWrite  string        `name:"remote-write" env:"LOADWATCH_REMOTE_WRITE" help:"Prometheus remote_write URL that also receives every stored sample."`
-	DeviceRate   float64       `name:"device-rate" env:"LOADWATCH_DEVICE_RATE" help:"Messages per second a device may send before it gets 0x97 quota exceeded (0: no limit)."`
-	AuthRead     bool          `name:"auth-read" env:"LOADWATCH_AUTH_READ" help:"Require an API token for reads too (writes always need one)."`
-	LogLevel     slog.Level    `name:"log-level" default:"info" env:"LOADWATCH_LOG_LEVEL" help:"Log level: debug, info, warn, error."`
+	Config       serveConfigFile `name:"config" type:"existingfile" env:"LOADWATCH_CONFIG" help:"JSON file of flag values, keys as the flag names with _ for - (e.g. {\"http\": \"0.0.0.0:8080\", \"device_rate\": 5}); flags given on the command line win."`
+	HTTP         string          `name:"http" default:"127.0.0.1:8080" env:"LOADWATCH_HTTP" help:"HTTP listen address (API, /metrics, dashboard); 'off' disables it."`
+	MQTT         string          `name:"mqtt" default:"127.0.0.1:1883" env:"LOADWATCH_MQTT" help:"Embedded MQTT broker TCP listen address; 'off' disables it."`
+	Data         string          `name:"data" default:"loadwatch-data" type:"path" env:"LOADWATCH_DATA" help:"Data directory: registry, store, broker sessions, model, credentials."`
+	MQTTTLS      string          `name:"mqtt-tls" env:"LOADWATCH_MQTT_TLS" help:"Embedded broker TLS listen address (needs --tls-cert and --tls-key)."`
+	MQTTWS       string          `name:"mqtt-ws" env:"LOADWATCH_MQTT_WS" help:"Embedded broker MQTT-over-WebSocket listen address."`
+	TLSCert      string          `name:"tls-cert" type:"existingfile" env:"LOADWATCH_TLS_CERT" help:"PEM certificate: serves HTTPS and the MQTT TLS listener."`
+	TLSKey       string          `name:"tls-key" type:"existingfile" env:"LOADWATCH_TLS_KEY" help:"PEM private key of --tls-cert."`
+	Broker       string          `name:"broker" env:"LOADWATCH_BROKER" help:"External MQTT v5 broker (mqtt://host:1883 or mqtts://...) instead of the embedded one; replicas share its load."`
+	BrokerUser   string          `name:"broker-user" env:"LOADWATCH_BROKER_USER" help:"User name at the external broker."`
+	BrokerPass   string          `name:"broker-password" env:"LOADWATCH_BROKER_PASSWORD" help:"Password at the external broker (prefer the environment variable)."`
+	BrokerCA     string          `name:"broker-ca" type:"existingfile" env:"LOADWATCH_BROKER_CA" help:"PEM CA bundle to verify an mqtts:// broker."`
+	BrokerClient string          `name:"broker-client-id" env:"LOADWATCH_BROKER_CLIENT_ID" help:"Client id at the external broker: stable per replica, unique among replicas (default loadwatch-<hostname>)."`
+	BrokerGroup  string          `name:"broker-group" default:"loadwatch" env:"LOADWATCH_BROKER_GROUP" help:"Shared subscription group of the replicas."`
+	Model        string          `name:"model" type:"path" env:"LOADWATCH_MODEL" help:"Classifier model file (watched, reloaded on change); default DATA/model.json, trained from synthetic data at first start."`
+	NoModel      bool            `name:"no-model" help:"Do not classify."`
+	Retention    time.Duration   `name:"retention" default:"360h" env:"LOADWATCH_RETENTION" help:"How long the store keeps data."`
+	MaxBytes     int64           `name:"max-bytes" env:"LOADWATCH_MAX_BYTES" help:"Store size limit in bytes (0: none)."`
+	RemoteWrite  string          `name:"remote-write" env:"LOADWATCH_REMOTE_WRITE" help:"Prometheus remote_write URL that also receives every stored sample."`
+	DeviceRate   float64         `name:"device-rate" env:"LOADWATCH_DEVICE_RATE" help:"Messages per second a device may send before it gets 0x97 quota exceeded (0: no limit)."`
+	AuthRead     bool            `name:"auth-read" env:"LOADWATCH_AUTH_READ" help:"Require an API token for reads too (writes always need one)."`
+	LogLevel     slog.Level      `name:"log-level" default:"info" env:"LOADWATCH_LOG_LEVEL" help:"Log level: debug, info, warn, error."`
+}
+
+// serveConfigFile is the --config flag: a JSON file whose values fill the
+// flags not given on the command line.
+type serveConfigFile string
+
+// BeforeResolve adds the file as a kong resolver.
+func (f serveConfigFile) BeforeResolve(_ *kong.Kong, ctx *kong.Context, trace *kong.Path) error {
+	path := string(ctx.FlagValue(trace.Flag).(serveConfigFile))
+	if path == "" {
+		return nil
+	}
+	fh, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("serve --config: %w", err)
+	}
+	defer fh.Close()
+	r, err := kong.JSON(fh)
+	if err != nil {
+		return fmt.Errorf("serve --config %s: %w", path, err)
+	}
+	ctx.AddResolver(r)
+	return nil
 }
 
 func (c *serveCmd) config() server.Config {

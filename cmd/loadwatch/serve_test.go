@@ -76,3 +76,25 @@ func TestServeRuns(t *testing.T) {
 		t.Fatal("serve did not stop")
 	}
 }
+
+func TestServeConfigFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "serve.json")
+	os.WriteFile(path, []byte(`{"http": "0.0.0.0:9090", "device_rate": 5, "mqtt": "127.0.0.1:1999"}`), 0o600)
+	var c cli
+	p, err := kong.New(&c, kong.Exit(func(int) { t.Fatal("exit") }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Parse([]string{"serve", "--config", path, "--mqtt", "127.0.0.1:2000"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := c.Serve.config()
+	if cfg.HTTPAddr != "0.0.0.0:9090" || cfg.DeviceRate != 5 || cfg.MQTTAddr != "127.0.0.1:2000" {
+		t.Errorf("config file + flags gave %+v", cfg)
+	}
+	var c2 cli
+	p2, _ := kong.New(&c2, kong.Exit(func(int) { t.Fatal("exit") }))
+	if _, err := p2.Parse([]string{"serve", "--config", filepath.Join(t.TempDir(), "missing.json")}); err == nil {
+		t.Error("missing config file accepted")
+	}
+}
