@@ -106,7 +106,7 @@ func brokerURL(s string) (*url.URL, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("mqtt: broker %q: %w", s, err)
 	}
-	if u.Host == "" || u.Port() == "" {
+	if u.Hostname() == "" || u.Port() == "" {
 		return nil, false, fmt.Errorf("mqtt: broker %q: want scheme://host:port", s)
 	}
 	switch u.Scheme {

@@ -277,3 +277,47 @@ func TestTLSWithCAFile(t *testing.T) {
 		t.Fatal("connected without trusting the broker's CA")
 	}
 }
+
+func TestBrokerURL(t *testing.T) {
+	for _, c := range []struct {
+		in  string
+		tls bool
+		ok  bool
+	}{
+		{"mqtt://127.0.0.1:1883", false, true},
+		{"tcp://broker.lan:1883", false, true},
+		{"mqtts://broker.lan:8883", true, true},
+		{"tls://[::1]:8883", true, true},
+		{"ssl://h:8883", true, true},
+		{"mqtt://h", false, false},
+		{"ws://h:80", false, false},
+		{"h:1883", false, false},
+		{"", false, false},
+		{"mqtt://:1883", false, false},
+	} {
+		_, tls, err := brokerURL(c.in)
+		if (err == nil) != c.ok || (err == nil && tls != c.tls) {
+			t.Errorf("brokerURL(%q): tls %v err %v; want tls %v ok %v", c.in, tls, err, c.tls, c.ok)
+		}
+	}
+}
+
+func FuzzBrokerURL(f *testing.F) {
+	for _, s := range []string{"mqtt://127.0.0.1:1883", "mqtts://h:8883", "tls://[::1]:1", "::", "mqtt://:1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		u, _, err := brokerURL(s)
+		if err == nil && (u.Hostname() == "" || u.Port() == "") {
+			t.Fatalf("%q accepted without host:port", s)
+		}
+	})
+}
+
+func BenchmarkBrokerURL(b *testing.B) {
+	for b.Loop() {
+		if _, _, err := brokerURL("mqtts://broker.lan:8883"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
