@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -135,8 +136,16 @@ func (p *Pipeline) Device(id string) (Device, bool) {
 	return v.(*device).snapshot(), true
 }
 
-// Forget drops a device's state (after it was deleted from the registry).
-func (p *Pipeline) Forget(id string) { p.devs.Delete(id) }
+// Forget drops the state of a device and of its meters "<id>.<addr>"
+// (after it was deleted from the registry).
+func (p *Pipeline) Forget(id string) {
+	p.devs.Range(func(k, _ any) bool {
+		if d := k.(string); d == id || strings.HasPrefix(d, id+".") {
+			p.devs.Delete(k)
+		}
+		return true
+	})
+}
 
 // seqSet remembers the (epoch, seq) of recent readings of one device. It
 // is bounded: past its size the oldest are forgotten (a replay that old is

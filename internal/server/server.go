@@ -238,7 +238,8 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	closers = append(closers, st.Close)
 
 	// Registry and first-start credentials.
-	reg, err := registry.Open(ctx, registry.Path(cfg.DataDir), &registry.Options{Purger: purger{st}})
+	pg := &purger{st: st}
+	reg, err := registry.Open(ctx, registry.Path(cfg.DataDir), &registry.Options{Purger: pg})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
@@ -299,6 +300,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
+	pg.setPipeline(pipe)
 	metrics := api.NewRegistry(pipe, bus, cfg.Now)
 	ingDur := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "loadwatch_ingest_duration_seconds",
@@ -534,10 +536,27 @@ func (m holderModel) Model() *forest.Model {
 }
 
 // purger deletes a purged device's series (all of them: the store has no
-// per-time delete by device yet, so "before" is not honoured).
-type purger struct{ st *store.Store }
+// per-time delete by device yet, so "before" is not honoured) and its
+// state in ingest.
+type purger struct {
+	st   *store.Store
+	mu   sync.Mutex
+	pipe *ingest.Pipeline
+}
 
-func (p purger) PurgeDevice(ctx context.Context, id string, _ time.Time) error {
+func (p *purger) setPipeline(pipe *ingest.Pipeline) {
+	p.mu.Lock()
+	p.pipe = pipe
+	p.mu.Unlock()
+}
+
+func (p *purger) PurgeDevice(ctx context.Context, id string, _ time.Time) error {
+	p.mu.Lock()
+	pipe := p.pipe
+	p.mu.Unlock()
+	if pipe != nil {
+		pipe.Forget(id)
+	}
 	return p.st.DeleteSeries(ctx, fmt.Sprintf(`{%s=~%q}`, store.LabelDevice, regexp.QuoteMeta(id)+`(\.[0-9]+)?`))
 }
 
