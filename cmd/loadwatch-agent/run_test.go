@@ -498,7 +498,7 @@ func observe(t *testing.T, url string) *sink {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	cfg := mqttc.Config{Broker: url, ClientID: "observer", SessionExpiry: time.Hour, ConnectTimeout: 2 * time.Second,
-		Subscribe: []string{"loadwatch/v1/+/telemetry", "loadwatch/v1/+/cmd/ack", "loadwatch/v1/+/event"},
+		Subscribe: []string{"loadwatch/v1/+/telemetry", "loadwatch/v1/+/cmd/ack", "loadwatch/v1/+/event", "loadwatch/v1/+/status"},
 		OnMessage: func(m mqttc.Message) { s.take(m.Topic, m.Payload) }}
 	first := make(chan struct{})
 	go func() {
@@ -614,21 +614,45 @@ func TestSIGKILLRestart(t *testing.T) {
 // on its next wake.
 func TestCommandWhileAsleep(t *testing.T) {
 	e := startEmbedded(t)
-	r := startAgent(t, "--sim", "--sim-schedule", "0s:nothing", "--broker", e.url(), "--device", "pi1",
+	commandWhileAsleep(t, e.url(), e.sink, func(topic string, payload []byte) error {
+		return e.b.Publish(topic, payload, false, 1)
+	})
+}
+
+func TestCommandWhileAsleepMosquitto(t *testing.T) {
+	m := startMosquitto(t)
+	url := "mqtt://" + m.addr
+	obs := observe(t, url)
+	srv, err := mqttc.Dial(t.Context(), mqttc.Config{Broker: url, ClientID: "server", CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close(context.Background())
+	commandWhileAsleep(t, url, obs, func(topic string, payload []byte) error {
+		r, err := srv.Publish(t.Context(), mqttc.Message{Topic: topic, Payload: payload, QoS: 1})
+		if err == nil && r >= 0x80 {
+			err = fmt.Errorf("refused 0x%02x", r)
+		}
+		return err
+	})
+}
+
+func commandWhileAsleep(t *testing.T, url string, s *sink, publish func(topic string, payload []byte) error) {
+	r := startAgent(t, "--sim", "--sim-schedule", "0s:nothing", "--broker", url, "--device", "pi1",
 		"--wake", "300ms", "--heartbeat", "10", "--outbox", t.TempDir(), "--linger", "200ms", "--retry-delay", "300ms")
 	waitFor(t, "the first report, then radio off", 30*time.Second, func() bool {
-		rs, _, _ := e.sink.snapshot()
+		rs, _, _ := s.snapshot()
 		st := r.a.Stats()
 		return len(rs) >= 1 && !st.Connected && st.Connects >= 1
 	})
 	c0 := r.a.Stats().Connects
 	sent := time.Now()
 	cmd := telemetry.Command{ID: "off-1", Kind: telemetry.CmdRelayOff}
-	if err := e.b.Publish(telemetry.Topic("pi1", telemetry.ChannelCmd), cmd.AppendJSON(nil), false, 1); err != nil {
+	if err := publish(telemetry.Topic("pi1", telemetry.ChannelCmd), cmd.AppendJSON(nil)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the ack of relay_off", 30*time.Second, func() bool { _, ok := e.sink.ack("off-1"); return ok })
-	a, _ := e.sink.ack("off-1")
+	waitFor(t, "the ack of relay_off", 30*time.Second, func() bool { _, ok := s.ack("off-1"); return ok })
+	a, _ := s.ack("off-1")
 	if !a.OK || a.State != "open" {
 		t.Fatalf("ack = %+v, want ok and state open", a)
 	}
@@ -643,10 +667,15 @@ func TestCommandWhileAsleep(t *testing.T) {
 
 	// A graceful stop says offline (a clean DISCONNECT fires no will).
 	r.stop(t)
-	e.sink.mu.Lock()
-	st := e.sink.statuses
-	e.sink.mu.Unlock()
-	if len(st) < 2 || st[0].State != telemetry.StatusOnline || st[len(st)-1].State != telemetry.StatusOffline || st[0].Firmware == "" {
+	waitFor(t, "status offline", 10*time.Second, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.statuses) > 0 && s.statuses[len(s.statuses)-1].State == telemetry.StatusOffline
+	})
+	s.mu.Lock()
+	st := s.statuses
+	s.mu.Unlock()
+	if st[0].State != telemetry.StatusOnline || st[0].Firmware == "" {
 		t.Fatalf("statuses %+v: want online (with firmware) ... offline", st)
 	}
 }
