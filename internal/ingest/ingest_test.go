@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"loadwatch/internal/power"
 	"loadwatch/internal/store"
 	"loadwatch/internal/telemetry"
 )
@@ -167,5 +168,56 @@ func TestStateAt(t *testing.T) {
 	d.Status, d.StatusAt = telemetry.StatusOffline, t0
 	if s := d.StateAt(t0, 30*time.Second, 15*time.Minute); s != StateOffline {
 		t.Error(s)
+	}
+}
+
+// TestBatchPartlyReplayed: a batch replayed by an outbox after a lost
+// PUBACK stores only the readings not stored yet.
+func TestBatchPartlyReplayed(t *testing.T) {
+	st := &memStore{}
+	p, _ := New(Config{Store: st, Now: func() time.Time { return t0.Add(time.Hour) }})
+	topic := telemetry.Topic("d", telemetry.ChannelTelemetry)
+	batch := func(seqs ...uint64) []byte {
+		m := telemetry.Message{Epoch: "e", Batch: true}
+		for _, s := range seqs {
+			m.Readings = append(m.Readings, telemetry.Telemetry{Seq: s, State: telemetry.StateHeartbeat,
+				Reading: power.Reading{Time: t0.Add(time.Duration(s) * time.Second), Power: power.Watts(s), Has: power.FieldPower}})
+		}
+		return m.Marshal()
+	}
+	for _, b := range [][]byte{batch(1, 2, 3), batch(2, 3, 4, 5)} {
+		if c, err := p.Ingest(context.Background(), "d", topic, b); c != 0 {
+			t.Fatal(err)
+		}
+	}
+	if n := st.count(store.MetricPower); n != 5 {
+		t.Errorf("stored %d power samples, want 5", n)
+	}
+	if s := p.Stats(); s.Duplicates != 2 || s.Readings != 5 {
+		t.Errorf("stats %+v", s)
+	}
+	if d, _ := p.Device("d"); d.Seq != 5 || d.HasSkew {
+		t.Errorf("device %+v (a batch is not live: no skew)", d)
+	}
+}
+
+// TestClockSkewEvent: a device clock ahead of receive time raises one
+// clock_skew event.
+func TestClockSkewEvent(t *testing.T) {
+	st := &memStore{}
+	bus := NewBus(10)
+	p, _ := New(Config{Store: st, Notifier: bus, Now: func() time.Time { return t0 }})
+	topic := telemetry.Topic("d", telemetry.ChannelTelemetry)
+	for i := uint64(1); i <= 3; i++ {
+		if c, err := p.Ingest(context.Background(), "d", topic, payload("e", i, t0.Add(time.Minute), "5")); c != 0 {
+			t.Fatal(err)
+		}
+	}
+	evs := bus.Recent(func(e Event) bool { return e.Kind == KindClockSkew }, 0)
+	if len(evs) != 1 {
+		t.Fatalf("clock_skew events %+v, want one", evs)
+	}
+	if d, _ := p.Device("d"); !d.HasSkew || d.ClockSkew != time.Minute {
+		t.Errorf("skew %v", d.ClockSkew)
 	}
 }
