@@ -22,6 +22,10 @@ type Options struct {
 	// start true is NOT implied; set it for a fresh session).
 	SessionExpiry uint32
 	CleanStart    bool
+	// KeepAlive is sent in CONNECT (seconds). This client sends no
+	// PINGREQ: a connection with nothing to publish for 1.5 x KeepAlive
+	// is closed by the server. 0 disables keep-alive.
+	KeepAlive uint16
 	// Dialer dials the TCP connection. Default: a net.Dialer.
 	Dialer interface {
 		DialContext(ctx context.Context, network, addr string) (net.Conn, error)
@@ -114,7 +118,7 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 func handshake(nc net.Conn, o *Options) (*Conn, error) {
 	pkt, err := AppendConnect(nil, &Connect{
 		ClientID: o.ClientID, Username: o.Username, Password: []byte(o.Password), HasPassword: o.Password != "",
-		CleanStart: o.CleanStart, SessionExpiry: o.SessionExpiry,
+		CleanStart: o.CleanStart, SessionExpiry: o.SessionExpiry, KeepAlive: o.KeepAlive,
 	})
 	if err != nil {
 		return nil, err
