@@ -264,3 +264,6 @@ func sseEvents(t *testing.T, u string) (<-chan string, func()) {
 	}()
 	return ch, cancel
 }
+
+// testNow is a reading time safely in the past (queries at "now" see it).
+func testNow() time.Time { return time.Now().Add(-time.Second) }

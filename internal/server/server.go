@@ -92,13 +92,35 @@ type Config struct {
 	// OnlineWindow and OfflineAfter decide a device's state [30 s, 15 min].
 	OnlineWindow, OfflineAfter time.Duration
 
-	// Dashboard serves / (optional).
-	Dashboard http.Handler
+	// Dashboard serves / (optional). DashboardFunc, when set, builds it
+	// instead from the running server's parts (once, before Ready).
+	Dashboard     http.Handler
+	DashboardFunc func(ctx context.Context, p Parts) (http.Handler, error)
+	// Notifiers are told everything ingest does, besides the events bus
+	// and the command tracker (e.g. the dashboard's relay tracker). Notify
+	// must not block.
+	Notifiers []ingest.Notifier
 	// Logger [slog.Default()]; Out receives first-start notices (where
 	// the credentials are) [os.Stderr].
 	Logger *slog.Logger
 	Out    io.Writer
 	Now    func() time.Time
+}
+
+// Parts are the running server's pieces, for DashboardFunc.
+type Parts struct {
+	Pipeline *ingest.Pipeline     // the device table (api.Devices) and ingest counters
+	Registry *registry.Registry   //
+	Store    *store.Store         //
+	Bus      *ingest.Bus          // events and their live stream
+	Commands *api.Commands        // commands to devices and their acks
+	Query    http.Handler         // the Prometheus-compatible API (promapi)
+	OTA      http.Handler         // the OTA status/operator API (nil when OTA is off)
+	Holder   *classify.Holder     // the classifier model in use
+	Metrics  *prometheus.Registry // /metrics
+	DataDir  string
+	Now      func() time.Time
+	Log      *slog.Logger
 }
 
 // File names inside DataDir.
@@ -291,7 +313,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	pipe, err := ingest.New(ingest.Config{
 		Store:      st,
 		Classifier: holderModel{holder},
-		Notifier:   ingest.Notifiers{bus, cmds},
+		Notifier:   append(ingest.Notifiers{bus, cmds}, cfg.Notifiers...),
 		Tasmota:    tasmotaLookup(reg),
 		Now:        cfg.Now,
 		DeviceRate: cfg.DeviceRate,
@@ -367,11 +389,22 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	} else {
 		s.log.Warn("OTA disabled", "error", err)
 	}
+	query := promapi.New(st, promapi.Options{Now: cfg.Now, Logger: s.log})
+	dash := cfg.Dashboard
+	if cfg.DashboardFunc != nil {
+		dash, err = cfg.DashboardFunc(runCtx, Parts{Pipeline: pipe, Registry: reg, Store: st, Bus: bus, Commands: cmds, Query: query,
+			OTA: otaAPI, Holder: holder, Metrics: metrics, DataDir: cfg.DataDir, Now: cfg.Now, Log: s.log})
+		if err != nil {
+			stopParts()
+			wg.Wait()
+			return fmt.Errorf("server: dashboard: %w", err)
+		}
+	}
 	a, err := api.New(api.Config{
 		Devices: pipe, Registry: reg, Tokens: reg, Bus: bus, Commands: cmds,
-		Query:   promapi.New(st, promapi.Options{Now: cfg.Now, Logger: s.log}),
+		Query:   query,
 		Predict: holder.PredictHandler(), LegacyPredict: holder.LegacyHandler(),
-		OTADevice: otaDev, OTAAPI: otaAPI, Dashboard: cfg.Dashboard, Metrics: metrics,
+		OTADevice: otaDev, OTAAPI: otaAPI, Dashboard: dash, Metrics: metrics,
 		AuthRead: cfg.AuthRead, OnlineWindow: cfg.OnlineWindow, OfflineAfter: cfg.OfflineAfter,
 		Now: cfg.Now, Log: s.log,
 	})
