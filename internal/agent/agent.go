@@ -309,21 +309,37 @@ func (a *Agent) newDevice(id string, m Meter, start time.Time) (*device, error) 
 		return nil, fmt.Errorf("agent: device %s: %w", id, err)
 	}
 	d.events = stream{ob: ev, topic: telemetry.Topic(id, telemetry.ChannelEvent)}
-	var st ledger.State
+	var st deviceState
 	if u := tele.UserState(); len(u) > 0 {
 		if err := json.Unmarshal(u, &st); err != nil {
-			a.log.Warn("agent: energy ledger state unreadable; starting a new total", "device", id, "err", err)
-			st = ledger.State{}
+			a.log.Warn("agent: saved device state unreadable; starting a new energy total", "device", id, "err", err)
+			st = deviceState{}
 		}
 	}
-	d.led = ledger.New(ledger.Config{}, st)
+	d.led = ledger.New(ledger.Config{}, st.Ledger)
+	if st.RelayOpen && d.relay != nil {
+		d.safety.Open(start) // held open across the restart: relay_on closes it
+	}
 	return d, nil
+}
+
+// deviceState is what the agent keeps in a device's telemetry outbox,
+// saved atomically with its seq and epoch: the energy ledger, and whether
+// the relay was open (by command, trip or latch), so that a restart does
+// not power a load that was switched off.
+type deviceState struct {
+	Ledger    ledger.State `json:"ledger"`
+	RelayOpen bool         `json:"relay_open,omitempty"`
+}
+
+func (d *device) state() deviceState {
+	return deviceState{Ledger: d.led.State(), RelayOpen: d.relay != nil && d.safety.State() != safety.Closed}
 }
 
 func (a *Agent) closeAll() error {
 	var errs []error
 	for _, d := range a.devs {
-		if b, err := json.Marshal(d.led.State()); err == nil {
+		if b, err := json.Marshal(d.state()); err == nil {
 			errs = append(errs, d.tele.ob.SaveUserState(b))
 		}
 		errs = append(errs, d.tele.ob.Close(), d.events.ob.Close())
@@ -425,6 +441,14 @@ func (a *Agent) sample(ctx context.Context) error {
 	now := a.cfg.Now()
 	for _, d := range a.devs {
 		d.nextSafety = now
+		// Bring each relay to the restored state (closed unless it was
+		// held open before the restart).
+		if d.relay != nil {
+			closed := d.safety.State() == safety.Closed
+			if err := d.relay.Set(ctx, closed); err != nil {
+				a.log.Error("agent: relay switch failed", "device", d.id, "closed", closed, "err", err)
+			}
+		}
 	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -588,7 +612,7 @@ func (a *Agent) process(ctx context.Context, d *device, r power.Reading, dueDuty
 const FeaturesVersion = 1
 
 func (a *Agent) saveLedger(d *device) {
-	b, err := json.Marshal(d.led.State())
+	b, err := json.Marshal(d.state())
 	if err == nil {
 		err = d.tele.ob.SaveUserState(b)
 	}
@@ -604,6 +628,7 @@ func (a *Agent) applySafety(ctx context.Context, d *device, dec safety.Decision,
 		if err := d.relay.Set(ctx, dec.Closed); err != nil {
 			a.log.Error("agent: relay switch failed", "device", d.id, "closed", dec.Closed, "err", err)
 		}
+		a.saveLedger(d) // the relay state survives a restart
 	}
 	for _, ev := range dec.Events {
 		if ev.Kind == safety.EventTrip {

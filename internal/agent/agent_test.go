@@ -328,13 +328,13 @@ func TestTripNeverWaitsForNetwork(t *testing.T) {
 		m.circ.Switch("3d_printer", true, on)
 		time.Sleep(20 * time.Second)
 		closed, at := rel.changes()
-		if len(closed) == 0 || closed[0] {
-			t.Fatalf("relay did not open: %v", closed)
+		if len(closed) != 2 || !closed[0] || closed[1] {
+			t.Fatalf("relay sets %v: want closed at start, then open", closed)
 		}
 		if !a.Stats().PublishInFlight || len(b.telemetry(t)) != 0 {
 			t.Fatal("the publish was not blocked during the trip")
 		}
-		t.Logf("trip latency against the virtual meter (1 s safety reads, hold 0): %v", at[0].Sub(on))
+		t.Logf("trip latency against the virtual meter (1 s safety reads, hold 0): %v", at[1].Sub(on))
 		if ob, _ := a.OutboxStats("pi1"); ob.Pending == 0 {
 			t.Fatal("the trip's report is not waiting in the outbox")
 		}
@@ -497,8 +497,8 @@ func TestCommands(t *testing.T) {
 			t.Errorf("energy resets %d, OTA checks %d", m.reset, ota.calls)
 		}
 		closed, _ := rel.changes()
-		if fmt.Sprint(closed) != "[false true false true false]" {
-			t.Errorf("relay changes %v, want off, on, trip, reset, trip", closed)
+		if fmt.Sprint(closed) != "[true false true false true false]" {
+			t.Errorf("relay sets %v, want closed at start, off, on, trip, reset, trip", closed)
 		}
 		var kinds []telemetry.EventKind
 		for _, p := range b.on(telemetry.ChannelEvent) {
@@ -591,6 +591,47 @@ func TestSeveralMetersReportAsSubDevices(t *testing.T) {
 		}
 		if !seen["pi1.1"] || !seen["pi1.2"] || len(seen) != 2 {
 			t.Fatalf("telemetry devices %v", seen)
+		}
+	})
+}
+
+// TestRelayOffSurvivesRestart: a relay switched off by command stays off
+// when the agent restarts, until relay_on.
+func TestRelayOffSurvivesRestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newSimMeter(t, "0s:laptop")
+		b := &fakeBroker{}
+		rel := &fakeRelay{circ: m.circ}
+		cfg := testConfig(t, m, b, Meter{Addr: 1, Relay: rel})
+		cfg.Duty.AlwaysOn = true
+		a, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		topic := telemetry.Topic("pi1", telemetry.ChannelCmd)
+		run(t, a, time.Minute, func() {
+			time.Sleep(10 * time.Second)
+			b.send(topic, cmd("off", telemetry.CmdRelayOff, ""))
+			time.Sleep(5 * time.Second)
+		})
+		a2, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run(t, a2, time.Minute, func() {
+			time.Sleep(10 * time.Second)
+			if closed, _ := rel.changes(); closed[len(closed)-1] {
+				t.Error("the restarted agent closed a relay that was switched off")
+			}
+			b.send(topic, cmd("on", telemetry.CmdRelayOn, ""))
+			time.Sleep(5 * time.Second)
+		})
+		closed, _ := rel.changes()
+		if fmt.Sprint(closed) != "[true false false true]" {
+			t.Fatalf("relay sets %v: want start closed, off, restart keeps off, on", closed)
+		}
+		if k := acks(t, b)["on"]; !k.OK || k.State != "closed" {
+			t.Fatalf("relay_on after the restart: %+v", k)
 		}
 	})
 }
