@@ -11,9 +11,8 @@
 //   - "lw1": instantaneous quantities, apparent and reactive power, steps,
 //     rolling statistics of P over fixed time windows (mean, min, max and
 //     standard deviation over 10 s; standard deviation over 60 s and 300 s),
-//     an energy rate from counter differences, the last switching event in
-//     the (dP, dQ) plane and a state tracker that counts loads switched on
-//     per step-size bin (st_<W>w).
+//     an energy rate from counter differences and a state tracker that
+//     counts loads switched on per step-size bin (st_<W>w).
 //     It never contains the raw cumulative energy counter.
 //   - "legacy": the raw [power, energy] pair of the original Flask service,
 //     kept only for models imported from scikit-learn or trained for the
@@ -48,7 +47,6 @@ var lw1Names = []string{
 	"p_mean_10s", "p_min_10s", "p_max_10s", "p_std_10s",
 	"p_std_60s", "p_std_300s",
 	"e_rate",
-	"ev_dp", "ev_dq",
 }
 
 // The state tracker counts switching edges per step-size bin: bin b holds
@@ -87,9 +85,7 @@ const (
 	iDV
 	iWin   // mean, min, max, std of the shortest window, then std of the others
 	iERate = iWin + 4 + nWindows - 1
-	iEvDP  = iERate + 1
-	iEvDQ  = iEvDP + 1
-	iSt    = iEvDQ + 1
+	iSt    = iERate + 1
 )
 
 // windows are the rolling-statistics spans, shortest first.
@@ -183,14 +179,8 @@ type Extractor struct {
 	eStart int
 
 	// state tracker: an edge is a run of same-sign steps
-	edge   float64 // accumulated step of the edge in progress, 0 = none
-	edgeDQ float64
-	st     [stBins]int8
-
-	// event tracker
-	evHave bool
-	evDP   float64
-	evDQ   float64
+	edge float64 // accumulated step of the edge in progress, 0 = none
+	st   [stBins]int8
 }
 
 // window holds the running sums and monotonic deques of one time window.
@@ -255,8 +245,7 @@ func (e *Extractor) Reset() {
 	}
 	e.eHave = false
 	e.eSeq, e.eStart = 0, 0
-	e.evHave = false
-	e.edge, e.edgeDQ = 0, 0
+	e.edge = 0
 	e.st = [stBins]int8{}
 }
 
@@ -348,34 +337,25 @@ func (e *Extractor) Push(r power.Reading, out []float32) {
 		if hasV && !math.IsNaN(e.prevV) {
 			out[iDV] = float32(v - e.prevV)
 		}
-		// Switching events: a step in P large enough in watts and in
-		// relative terms.
+		// Switching edges for the state tracker: steps in P large enough
+		// in watts and in relative terms; consecutive steps of one sign
+		// are one edge.
 		if hasP && !math.IsNaN(e.prevP) {
 			d := p - e.prevP
-			dq := math.NaN()
-			if !math.IsNaN(q) && !math.IsNaN(e.prevQ) {
-				dq = q - e.prevQ
-			}
 			if math.Abs(d) >= float64(e.cfg.EventMinStep) && math.Abs(d) >= 0.05*math.Max(p, e.prevP) {
-				e.evHave, e.evDP, e.evDQ = true, d, dq
 				if e.edge != 0 && (d > 0) == (e.edge > 0) {
 					e.edge += d // the meter's averaging spread one switch over two reads
-					e.edgeDQ += dq
 				} else {
 					if e.edge != 0 {
 						e.commitEdge(e.edge)
 					}
-					e.edge, e.edgeDQ = d, dq
+					e.edge = d
 				}
 			} else if e.edge != 0 {
 				e.commitEdge(e.edge)
-				e.edge, e.edgeDQ = 0, 0
+				e.edge = 0
 			}
 		}
-	}
-	if e.evHave {
-		out[iEvDP] = float32(e.evDP)
-		out[iEvDQ] = float32(e.evDQ)
 	}
 
 	if hasP {

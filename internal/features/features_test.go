@@ -94,7 +94,6 @@ func TestInstantaneous(t *testing.T) {
 		{"p_mean_10s", 300}, {"p_min_10s", 200}, {"p_max_10s", 400},
 		// 1 s of data is not a 10 s spread.
 		{"p_std_10s", math.NaN()},
-		{"ev_dp", 200}, {"ev_dq", q - q0},
 		{"p_std_60s", math.NaN()}, {"p_std_300s", math.NaN()},
 		{"e_rate", math.NaN()},
 	}
@@ -104,7 +103,7 @@ func TestInstantaneous(t *testing.T) {
 		}
 	}
 	// The first reading has no steps.
-	for _, name := range []string{"dp", "dq", "dv", "ev_dp"} {
+	for _, name := range []string{"dp", "dq", "dv"} {
 		if v := outs[0][idx(t, name)]; !math.IsNaN(float64(v)) {
 			t.Errorf("first reading %s = %v, want NaN", name, v)
 		}
@@ -131,21 +130,19 @@ func TestGapResets(t *testing.T) {
 	if !math.IsNaN(float64(o[idx(t, "dp")])) || o[idx(t, "p_mean_10s")] != 50 || !math.IsNaN(float64(o[idx(t, "p_std_300s")])) {
 		t.Errorf("after the gap: dp %v, mean %v, std %v", o[idx(t, "dp")], o[idx(t, "p_mean_10s")], o[idx(t, "p_std_300s")])
 	}
-	if !math.IsNaN(float64(o[idx(t, "ev_dp")])) || o[idx(t, "st_169w")] != 0 {
-		t.Errorf("event and state tracker survived the gap: %v %v", o[idx(t, "ev_dp")], o[idx(t, "st_169w")])
+	if o[idx(t, "st_169w")] != 0 {
+		t.Errorf("state tracker survived the gap: %v", o[idx(t, "st_169w")])
 	}
 }
 
 func TestEvents(t *testing.T) {
 	e, _ := New(SetLW1, Config{})
 	outs := push(t, e, []power.Reading{pOnly(0, 100), pOnly(1, 104), pOnly(2, 150), pOnly(3, 151), pOnly(5, 152)})
-	// 100 -> 104 is below 8 W; 104 -> 150 is an event; later drifts are not.
-	if v := outs[1][idx(t, "ev_dp")]; !math.IsNaN(float64(v)) {
-		t.Errorf("4 W step counted as event: %v", v)
-	}
-	o := outs[4]
-	if o[idx(t, "ev_dp")] != 46 {
-		t.Errorf("ev_dp %v, want 46", o[idx(t, "ev_dp")])
+	// 100 -> 104 is below 8 W and no edge; 104 -> 150 is one (46 W,
+	// booked in the 40-53 W bin when it ends); later drifts are not.
+	bin := idx(t, "st_40w")
+	if outs[1][bin] != 0 || outs[2][bin] != 0 || outs[3][bin] != 1 || outs[4][bin] != 1 {
+		t.Errorf("40 W bin over time: %v %v %v %v", outs[1][bin], outs[2][bin], outs[3][bin], outs[4][bin])
 	}
 }
 
