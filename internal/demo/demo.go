@@ -60,8 +60,11 @@ type Config struct {
 	// [DefaultWake, DefaultHeartbeat].
 	Wake      time.Duration
 	Heartbeat int
-	// Dashboard is handed to the server (server.Config.Dashboard).
-	Dashboard http.Handler
+	// Dashboard, DashboardFunc and Notifiers are handed to the server
+	// (server.Config), so the demo serves the same dashboard as serve.
+	Dashboard     http.Handler
+	DashboardFunc func(ctx context.Context, p server.Parts) (http.Handler, error)
+	Notifiers     []ingest.Notifier
 	// Logger receives the server's and the agents' logs [warnings and
 	// errors to stderr]. Out receives what the demo prints: addresses,
 	// credentials, agents and their events as they arrive [os.Stdout].
@@ -115,7 +118,8 @@ func New(cfg Config) (*Demo, error) {
 	}
 	srv, err := server.New(server.Config{
 		DataDir: cfg.DataDir, HTTPAddr: cfg.HTTPAddr, MQTTAddr: cfg.MQTTAddr,
-		Dashboard: cfg.Dashboard, Logger: cfg.Logger, Out: cfg.Out,
+		Dashboard: cfg.Dashboard, DashboardFunc: cfg.DashboardFunc, Notifiers: cfg.Notifiers,
+		Logger: cfg.Logger, Out: cfg.Out,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("demo: %w", err)
