@@ -191,3 +191,20 @@ func ServeCommand(exe string, extra ...string) func(dataDir, mqttAddr, httpAddr 
 		return cmd
 	}
 }
+
+// Alive reports whether the child started last is still running.
+func (c *Child) Alive() bool {
+	c.mu.Lock()
+	ex := c.exited
+	running := c.cmd != nil
+	c.mu.Unlock()
+	if !running {
+		return false
+	}
+	select {
+	case <-ex:
+		return false
+	default:
+		return true
+	}
+}

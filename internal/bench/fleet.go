@@ -74,8 +74,8 @@ type Fleet struct {
 
 type counters struct {
 	sent, acked, refused, deadLetter, resent, messages, msgAcked, dials, dialFails, lostConns atomic.Uint64
-	connected                                                                                  atomic.Int64
-	late                                                                                       atomic.Uint64
+	connected                                                                                 atomic.Int64
+	late                                                                                      atomic.Uint64
 }
 
 // rec is one reading in a device's outbox.
