@@ -27,6 +27,7 @@ type cli struct {
 	Import  importCmd  `cmd:"" help:"Import readings CSV files into a data directory's store (idempotent)."`
 	Backup  backupCmd  `cmd:"" help:"Back up a data directory's store and registry consistently (also while serve runs)."`
 	Restore restoreCmd `cmd:"" help:"Restore a backup into an empty data directory."`
+	Bench   benchCmd   `cmd:"" help:"Performance and reliability harness: simulated fleet (readings/s, latency, loss) and chaos runs."`
 }
 
 const description = `loadwatch monitors mains power with PZEM-004T v3 meters: it reads the meters

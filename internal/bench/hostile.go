@@ -17,10 +17,10 @@ import (
 
 // Hostile payload kinds, in the order they are injected.
 const (
-	KindFuzzedJSON   = "fuzzed_json"   // a valid payload with seeded byte mutations
-	KindOversized    = "oversized"     // 200 KiB, over the 128 KiB payload limit
-	KindNaNInf       = "nan_inf"       // NaN and 1e999 (infinite) values
-	KindWrongType    = "wrong_type"    // "power":"high"
+	KindFuzzedJSON   = "fuzzed_json" // a valid payload with seeded byte mutations
+	KindOversized    = "oversized"   // 200 KiB, over the 128 KiB payload limit
+	KindNaNInf       = "nan_inf"     // NaN and 1e999 (infinite) values
+	KindWrongType    = "wrong_type"  // "power":"high"
 	KindNegative     = "negative_power"
 	KindFarFuture    = "far_future"    // ts one day ahead
 	KindReplayed     = "replayed"      // a payload already stored, sent again
