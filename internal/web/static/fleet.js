@@ -84,7 +84,21 @@
   }
 
   filter.addEventListener("input", () => { for (const id of rows.keys()) dirty.add(id); schedule(); });
-  LW.header();
+  LW.header().then(s => {
+    if (!s.user || !s.features.includes("alerts")) return;
+    const b = document.getElementById("test-alert"), st = document.getElementById("alert-status");
+    b.classList.remove("hidden");
+    b.addEventListener("click", async () => {
+      st.className = "status"; st.textContent = "Sending…";
+      try {
+        const r = await fetch("/ui/api/alerts/test", {method: "POST", credentials: "same-origin", headers: {"X-CSRF-Token": s.csrf}});
+        const res = await r.json();
+        if (!Array.isArray(res)) throw new Error(res.error || "HTTP " + r.status);
+        st.className = "status " + (res.every(x => x.ok) ? "ok" : "error");
+        st.textContent = res.length ? res.map(x => x.target + ": " + (x.ok ? "delivered" : x.error)).join("; ") : "No alert targets configured.";
+      } catch (e) { st.className = "status error"; st.textContent = e.message; }
+    });
+  });
   load();
   setInterval(load, 10000);
   LW.stream({type: "reading,status,ack,anomaly"}, {

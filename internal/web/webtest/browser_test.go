@@ -3,6 +3,8 @@ package webtest
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,8 +12,25 @@ import (
 	"testing"
 	"time"
 
+	"loadwatch/internal/alerts"
+	"loadwatch/internal/web"
+
 	"github.com/chromedp/chromedp"
 )
+
+// hookRecorder counts webhook deliveries.
+type hookRecorder struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (h *hookRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	h.n++
+	h.mu.Unlock()
+}
+
+func (h *hookRecorder) count() int { h.mu.Lock(); defer h.mu.Unlock(); return h.n }
 
 // chromiumPath is Debian's chromium; LOADWATCH_CHROMIUM overrides it.
 func chromiumPath() string {
@@ -127,7 +146,14 @@ func pollJS(t *testing.T, ctx context.Context, what, expr string, d time.Duratio
 }
 
 func TestDashboardInBrowser(t *testing.T) {
-	e := start(t, envOpts{devices: []string{"kitchen", "office"}, idle: 98, backfill: 90 * time.Minute, labels: true})
+	hook := &hookRecorder{}
+	hs := httptest.NewServer(hook)
+	defer hs.Close()
+	disp, err := alerts.New(alerts.Config{Targets: []alerts.Target{{Name: "hook", URL: hs.URL}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := start(t, envOpts{devices: []string{"kitchen", "office"}, idle: 98, backfill: 90 * time.Minute, labels: true, alerts: disp.TestHandler(web.User)})
 	dir := artifactDir(t)
 	ctx, cl := newBrowser(t, 1280, 900)
 
@@ -144,6 +170,13 @@ func TestDashboardInBrowser(t *testing.T) {
 	pollJS(t, ctx, "kitchen online with a power and a class",
 		`(() => { const r = document.querySelector('#fleet tr[data-device="kitchen"]'); return r && /online/.test(r.innerText) && /\d W/.test(r.innerText) && /(nothing|laptop|iron) \(\d+ %\)/.test(r.innerText); })()`, 15*time.Second)
 	screenshot(t, ctx, dir, "fleet.png")
+
+	// The test alert goes through the dashboard's session and CSRF check.
+	run(t, ctx, "test alert", chromedp.Click(chromedp.CSS("#test-alert")))
+	pollJS(t, ctx, "test alert delivered", `/hook: delivered/.test(document.getElementById("alert-status").textContent)`, 10*time.Second)
+	if hook.count() != 1 {
+		t.Errorf("the webhook got %d test alerts, want 1", hook.count())
+	}
 
 	// Device page: live points over SSE, the class band, events.
 	run(t, ctx, "open device page", chromedp.Navigate(e.URL+"/device/kitchen"), chromedp.WaitVisible(chromedp.CSS(`body[data-ready="1"]`)))
