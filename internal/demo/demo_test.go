@@ -8,10 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"loadwatch/internal/relay"
 )
 
 // syncBuffer is an io.Writer safe for the demo's printer and the test.
@@ -190,12 +193,33 @@ func TestDemoScenarioEvents(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	// The relay followed the trip and recovered 20 s later.
+	// The load followed the open relay: garage reports (almost) nothing.
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		var devs []deviceJSON
+		if getJSON(t, base+"/api/v1/devices", &devs) {
+			var p *float64
+			for _, dv := range devs {
+				if dv.ID == "garage" {
+					p = dv.Power
+				}
+			}
+			if p != nil && *p < 5 && !d.Relay("garage").Closed() {
+				t.Logf("garage after the trip: %.1f W", *p)
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("garage's power did not drop after the trip; relay closed=%v", d.Relay("garage").Closed())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	// The relay recovered 20 s after the trip.
 	deadline = time.Now().Add(60 * time.Second)
 	for {
 		ch := d.Relay("garage").Changes()
-		if len(ch) >= 2 && !ch[0].Closed && ch[1].Closed {
-			t.Logf("garage relay: opened %s, closed %s", ch[0].Time.Format(time.TimeOnly), ch[1].Time.Format(time.TimeOnly))
+		if i := slices.IndexFunc(ch, func(c relay.Change) bool { return !c.Closed }); i >= 0 && i+1 < len(ch) && ch[i+1].Closed {
+			t.Logf("garage relay: opened %s, closed %s", ch[i].Time.Format(time.TimeOnly), ch[i+1].Time.Format(time.TimeOnly))
 			break
 		}
 		if time.Now().After(deadline) {
