@@ -346,3 +346,22 @@ func BenchmarkBackup(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkExtractTar(b *testing.B) {
+	st := openStore(b)
+	fill(b, st, "kitchen", 3600, 13)
+	dir := filepath.Join(b.TempDir(), "b")
+	if _, err := Create(context.Background(), b.TempDir(), st, dir); err != nil {
+		b.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := WriteTar(&buf, dir); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(buf.Len()))
+	for i := 0; b.Loop(); i++ {
+		if err := ExtractTar(bytes.NewReader(buf.Bytes()), filepath.Join(b.TempDir(), fmt.Sprint(i))); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

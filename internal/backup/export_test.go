@@ -354,3 +354,19 @@ func TestImportOldData(t *testing.T) {
 		t.Fatalf("after reopening: %+v\n%s", es, out)
 	}
 }
+
+func BenchmarkExportHTTP(b *testing.B) {
+	st := openStore(b)
+	want := fill(b, st, "kitchen", 3600, 14)
+	srv := httptest.NewServer(promapi.New(st, promapi.Options{}))
+	defer srv.Close()
+	o := ExportOptions{Device: "kitchen", From: t0, To: want[len(want)-1].r.Time}
+	var buf bytes.Buffer
+	for b.Loop() {
+		buf.Reset()
+		if _, err := Export(context.Background(), HTTPQuerier{Base: srv.URL}, &buf, o); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(want)), "rows/op")
+}

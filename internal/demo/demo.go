@@ -19,7 +19,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -331,12 +330,3 @@ func (s session) Publish(ctx context.Context, topic string, payload []byte, reta
 }
 func (s session) Close(ctx context.Context) error { return s.c.Close(ctx) }
 func (s session) Done() <-chan struct{}           { return s.c.Done() }
-
-// Describe returns the scenario as text (for docs and --help).
-func Describe(agents []Agent) string {
-	var b strings.Builder
-	for _, a := range agents {
-		fmt.Fprintf(&b, "%s: %s\n  schedule %s\n", a.ID, a.About, a.Schedule)
-	}
-	return b.String()
-}
