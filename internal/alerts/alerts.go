@@ -134,7 +134,7 @@ func (c *Config) Check() error {
 		names[t.Name] = true
 		u, err := url.Parse(t.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("%w: target %q: url %q must be http(s)://host/...", ErrConfig, t.Name, t.URL)
+			return fmt.Errorf("%w: target %q: url %q: want http(s)://host/path", ErrConfig, t.Name, t.URL)
 		}
 		if t.Format != "" && t.Format != FormatJSON && t.Format != FormatNtfy {
 			return fmt.Errorf("%w: target %q: format %q (want json or ntfy)", ErrConfig, t.Name, t.Format)
@@ -148,7 +148,7 @@ func (c *Config) Check() error {
 	rules := map[string]bool{}
 	for i, r := range c.Rules {
 		if r.Name == "" || rules[r.Name] || !fields[r.Field] || (r.Above == nil && r.Below == nil) {
-			return fmt.Errorf("%w: rule %d (%q): want a unique name, a field (power, voltage, current, frequency, pf) and above or below", ErrConfig, i, r.Name)
+			return fmt.Errorf("%w: rule %d (%q): want a unique name, a field (power, voltage, current, frequency or pf) and above or below", ErrConfig, i, r.Name)
 		}
 		rules[r.Name] = true
 	}

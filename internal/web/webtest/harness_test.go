@@ -361,34 +361,3 @@ func (d *simDevice) relayState() string {
 	defer d.mu.Unlock()
 	return d.relay
 }
-
-// getJSON fetches a path of the server into v.
-func (e *env) getJSON(t testing.TB, c *http.Client, path string, v any) int {
-	t.Helper()
-	if c == nil {
-		c = http.DefaultClient
-	}
-	resp, err := c.Get(e.URL + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if v != nil {
-		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-			t.Fatalf("GET %s: %v", path, err)
-		}
-	}
-	return resp.StatusCode
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	end := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
