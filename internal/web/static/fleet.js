@@ -76,6 +76,7 @@
       flush();
       const n = {online: 0, asleep: 0, offline: 0};
       for (const d of devs) n[d.state] = (n[d.state] || 0) + 1;
+      if (!document.body.dataset.loadedMs) document.body.dataset.loadedMs = String(Math.round(performance.now()));
       summary.textContent = devs.length + " devices: " + n.online + " online, " + n.asleep + " asleep, " + n.offline + " offline.";
     } catch (e) {
       summary.textContent = "Cannot load devices: " + e.message;

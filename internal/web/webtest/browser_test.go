@@ -170,6 +170,13 @@ func TestDashboardInBrowser(t *testing.T) {
 	pollJS(t, ctx, "kitchen online with a power and a class",
 		`(() => { const r = document.querySelector('#fleet tr[data-device="kitchen"]'); return r && /online/.test(r.innerText) && /\d W/.test(r.innerText) && /(nothing|laptop|iron) \(\d+ %\)/.test(r.innerText); })()`, 15*time.Second)
 	screenshot(t, ctx, dir, "fleet.png")
+	// How long the fleet page took from navigation to 100 rendered rows
+	// (a figure for the docs; speed is never asserted).
+	run(t, ctx, "reload fleet", chromedp.Navigate(e.URL+"/"))
+	pollJS(t, ctx, "fleet rendered", `document.querySelectorAll("#fleet tbody tr").length === 100 && document.body.dataset.loadedMs`, 10*time.Second)
+	if ms, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.dataset.loadedMs`)); err == nil {
+		t.Logf("fleet page with 100 devices rendered %s ms after navigation", ms)
+	}
 
 	// The test alert goes through the dashboard's session and CSRF check.
 	run(t, ctx, "test alert", chromedp.Click(chromedp.CSS("#test-alert")))
