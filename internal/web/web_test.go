@@ -239,7 +239,7 @@ func TestStaticAssets(t *testing.T) {
 	}
 }
 
-func BenchmarkDeviceList(b *testing.B) {
+func BenchmarkForwardRangeQuery(b *testing.B) {
 	d, _ := New(Config{Reads: &reads{}, OpenReads: true})
 	req := httptest.NewRequest("GET", "/ui/api/v1/query_range?query=up&start=0&end=2592000&step=1", nil)
 	for b.Loop() {
