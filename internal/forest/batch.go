@@ -1,24 +1,129 @@
 package forest
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
+
+// Batch prediction layout: a second copy of the trees in 8-byte nodes with
+// both children of a split stored next to each other, built the first time
+// PredictBatch needs it.
+//
+// A step is branch-free: j = left + (x > thr). A leaf points at itself with
+// a NaN threshold ("x > NaN" is false), so stepping a leaf stays there, as
+// in the pre-order layout.
+//
+// Missing values need no test per step either: the transposed block holds
+// every feature twice, once with NaN replaced by -Inf (read by nodes that
+// send NaN left: -Inf > thr is false) and once with NaN replaced by +Inf
+// (nodes that send NaN right). Measured values are the same in both copies,
+// so only NaN is affected. This needs finite thresholds, which pack checks.
+type pnode struct {
+	thr float32
+	// bits 0-10: the node's column in a group's transposed rows,
+	// (2 x feature + NaN goes right) x groupRows; bits 11-31: the tree-local
+	// index of the left child (the right one follows it); for a leaf, its
+	// own index and column 0.
+	meta uint32
+}
+
+const (
+	pColBits     = 11
+	pColMask     = 1<<pColBits - 1
+	pMaxFeatures = (1 << pColBits) / (2 * groupRows) // packed layout limit; wider forests use the row path
+	pMaxTree     = 1 << (32 - pColBits)              // nodes per tree the packed layout allows
+
+	blockRows = 64 // rows walked through one tree before the next tree
+	groupRows = 8  // rows of a block stepped in lock-step
+)
+
+type packedForest struct {
+	nodes []pnode
+	start []int32 // tree t is nodes[start[t]:start[t+1]]
+	leaf  []int32 // per packed leaf: class with probability 1 (>= 0) or -1-offset into Forest.values
+}
+
+// pack builds the batch layout, or nil when the forest is too wide, a tree
+// too large or a threshold infinite.
+func (f *Forest) pack() *packedForest {
+	if f.nFeatures > pMaxFeatures {
+		return nil
+	}
+	p := &packedForest{
+		nodes: make([]pnode, 0, len(f.nodes)),
+		start: make([]int32, 0, len(f.roots)+1),
+		leaf:  make([]int32, len(f.nodes)),
+	}
+	var queue []int32
+	for t, root := range f.roots {
+		end := int32(len(f.nodes))
+		if t+1 < len(f.roots) {
+			end = f.roots[t+1]
+		}
+		if end-root > pMaxTree {
+			return nil
+		}
+		base := int32(len(p.nodes))
+		p.start = append(p.start, base)
+		// Breadth-first: the children of a split are taken from the queue
+		// together, so they land side by side.
+		queue = append(queue[:0], root)
+		for q := 0; q < len(queue); q++ {
+			i := queue[q]
+			n := &f.nodes[i]
+			k := uint32(len(p.nodes) - int(base))
+			if n.isLeaf() {
+				p.nodes = append(p.nodes, pnode{thr: float32(math.NaN()), meta: k << pColBits})
+				p.leaf[len(p.nodes)-1] = n.leaf
+				continue
+			}
+			if math.IsInf(float64(n.thr), 0) {
+				return nil
+			}
+			col := uint32(2 * n.feature())
+			if !n.nanLeft() {
+				col++
+			}
+			p.nodes = append(p.nodes, pnode{thr: n.thr, meta: col*groupRows | uint32(len(queue))<<pColBits})
+			queue = append(queue, i+1, n.right)
+		}
+	}
+	p.start = append(p.start, int32(len(p.nodes)))
+	return p
+}
+
+func (f *Forest) packed() *packedForest {
+	f.packOnce.Do(func() { f.pk = f.pack() })
+	return f.pk
+}
 
 // PredictBatch predicts len(classes) rows of X (row-major, NumFeatures per
 // row). classes receives the predicted class of each row; probs, when not
 // nil, receives NumClasses probabilities per row. Results equal Predict and
-// PredictProba row by row. It runs on the calling goroutine, does not
-// allocate when NumClasses <= 64, and panics when the slice lengths
-// disagree.
+// PredictProba row by row, bit for bit. It runs on the calling goroutine,
+// does not allocate when NumClasses <= 64 (after its first call, which
+// builds the batch layout), and panics when the slice lengths disagree.
 //
-// Each row walks four trees at a time (see accumulate). Walking one tree
-// for a block of rows at a time, with eight or with all rows of the block
-// interleaved, measured no faster on this machine (docs/FOREST.md), so the
-// batch path is the single-row path in a loop.
+// It takes 64 rows at a time through one tree after the other, so a tree's
+// nodes stay in the L1 cache while the rows walk it, and steps 8 rows in
+// lock-step so that their independent memory loads overlap; each row adds
+// its trees' class distributions in tree order, as Predict does.
 func (f *Forest) PredictBatch(X []float32, classes []int32, probs []float32) {
 	nf, nc := f.nFeatures, f.nClasses
 	n := len(classes)
 	if len(X) < n*nf || (probs != nil && len(probs) < n*nc) {
 		panic(fmt.Sprintf("forest.PredictBatch: %d values and %d probabilities for %d rows", len(X), len(probs), n))
 	}
+	if p := f.packed(); p != nil && nc <= stackProbs && n >= groupRows {
+		f.predictPacked(p, X, classes, probs)
+		return
+	}
+	f.predictRows(X, classes, probs)
+}
+
+// predictRows is the row-by-row path (Predict in a loop).
+func (f *Forest) predictRows(X []float32, classes []int32, probs []float32) {
+	nf, nc := f.nFeatures, f.nClasses
 	var buf [stackProbs]float64
 	var acc []float64
 	if nc <= stackProbs {
@@ -28,7 +133,7 @@ func (f *Forest) PredictBatch(X []float32, classes []int32, probs []float32) {
 		defer f.accPool.Put(p)
 		acc = *p
 	}
-	for r := range n {
+	for r := range len(classes) {
 		clear(acc)
 		f.accumulate(X[r*nf:(r+1)*nf], acc)
 		c, _ := f.argmax(acc)
@@ -40,4 +145,112 @@ func (f *Forest) PredictBatch(X []float32, classes []int32, probs []float32) {
 			}
 		}
 	}
+}
+
+// batchScratch is PredictBatch's per-call working memory, on the stack.
+type batchScratch struct {
+	// The block transposed in groups: feature j of row k of group g at
+	// xs[g][j*groupRows+k], so a step finds a row's value at a fixed
+	// offset from the feature.
+	xs   [blockRows / groupRows]groupX
+	leaf [blockRows]uint32
+	acc  [blockRows * stackProbs]float64
+}
+
+// groupX is a group's rows transposed: value j (see pnode) of row k at
+// j*groupRows + k, with room for the largest column plus a row.
+type groupX [pColMask + groupRows]float32
+
+func (f *Forest) predictPacked(p *packedForest, X []float32, classes []int32, probs []float32) {
+	nf, nc := f.nFeatures, f.nClasses
+	var s batchScratch
+	n := len(classes)
+	for r0 := 0; r0 < n; r0 += blockRows {
+		rows := min(blockRows, n-r0)
+		// Transpose the block; pad a short block with copies of its first
+		// row so that every group of the block is full.
+		for r := range blockRows {
+			src := r0 + r
+			if r >= rows {
+				src = r0
+			}
+			xg := &s.xs[r/groupRows]
+			k := r % groupRows
+			for j, v := range X[src*nf : (src+1)*nf] {
+				lo, hi := v, v
+				if v != v {
+					lo, hi = float32(math.Inf(-1)), float32(math.Inf(1))
+				}
+				xg[2*j*groupRows+k] = lo
+				xg[(2*j+1)*groupRows+k] = hi
+			}
+		}
+		acc := s.acc[:blockRows*nc]
+		clear(acc)
+		for t := range len(p.start) - 1 {
+			tn := p.nodes[p.start[t]:p.start[t+1]]
+			for g := 0; g < rows; g += groupRows {
+				walkGroup(tn, &s.xs[g/groupRows], s.leaf[g:g+groupRows])
+			}
+			lv := p.leaf[p.start[t]:p.start[t+1]]
+			for r := range rows {
+				l := lv[s.leaf[r]]
+				a := acc[r*nc : (r+1)*nc]
+				if l >= 0 {
+					a[l]++
+					continue
+				}
+				off := int(-1 - l)
+				for c, v := range f.values[off : off+nc] {
+					a[c] += v
+				}
+			}
+		}
+		for r := range rows {
+			a := acc[r*nc : (r+1)*nc]
+			c, _ := f.argmax(a)
+			classes[r0+r] = int32(c)
+			if probs != nil {
+				out := probs[(r0+r)*nc : (r0+r+1)*nc]
+				for k := range out {
+					out[k] = float32(a[k])
+				}
+			}
+		}
+	}
+}
+
+// pstep moves row k of a group from node i one level down in tn.
+func pstep(tn []pnode, xg *groupX, i uint32, k uint32) uint32 {
+	n := tn[i]
+	return n.meta>>pColBits + b2u(xg[n.meta&pColMask+k&(groupRows-1)] > n.thr)
+}
+
+func b2u(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// walkGroup walks the rows of a group from the root of tn to their leaves
+// in lock-step and stores the leaves' tree-local indices in out.
+func walkGroup(tn []pnode, xg *groupX, out []uint32) {
+	var i0, i1, i2, i3, i4, i5, i6, i7 uint32
+	for {
+		j0 := pstep(tn, xg, i0, 0)
+		j1 := pstep(tn, xg, i1, 1)
+		j2 := pstep(tn, xg, i2, 2)
+		j3 := pstep(tn, xg, i3, 3)
+		j4 := pstep(tn, xg, i4, 4)
+		j5 := pstep(tn, xg, i5, 5)
+		j6 := pstep(tn, xg, i6, 6)
+		j7 := pstep(tn, xg, i7, 7)
+		if (j0^i0)|(j1^i1)|(j2^i2)|(j3^i3)|(j4^i4)|(j5^i5)|(j6^i6)|(j7^i7) == 0 {
+			break
+		}
+		i0, i1, i2, i3, i4, i5, i6, i7 = j0, j1, j2, j3, j4, j5, j6, j7
+	}
+	out = out[:8]
+	out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7] = i0, i1, i2, i3, i4, i5, i6, i7
 }

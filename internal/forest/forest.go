@@ -107,6 +107,9 @@ type Forest struct {
 	importances []float64 // mean decrease in impurity, sums to 1 (or all 0)
 
 	accPool sync.Pool // *[]float64 scratch when nClasses > stackProbs
+
+	packOnce sync.Once
+	pk       *packedForest // batch layout (batch.go), nil if the forest does not fit it
 }
 
 // NumFeatures returns the length of the feature vector the forest expects.
