@@ -2,6 +2,7 @@ package labels
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -91,5 +92,19 @@ func TestStorePersists(t *testing.T) {
 	s3, _ := Open(path, nil)
 	if len(s3.List("")) != 1 {
 		t.Errorf("after delete: %+v", s3.List(""))
+	}
+}
+
+func TestActiveModel(t *testing.T) {
+	dir := t.TempDir()
+	if _, ok := ActiveModel(dir); ok {
+		t.Fatal("no ACTIVE file, yet a model")
+	}
+	os.WriteFile(filepath.Join(dir, "model-v2.json"), []byte("{}"), 0o644)
+	for content, want := range map[string]bool{"model-v2.json\n": true, "model-v3.json": false, "../model-v2.json": false, "x.json": false} {
+		os.WriteFile(filepath.Join(dir, ActiveFile), []byte(content), 0o644)
+		if p, ok := ActiveModel(dir); ok != want || ok && p != filepath.Join(dir, "model-v2.json") {
+			t.Errorf("ACTIVE %q: %q %v, want %v", content, p, ok, want)
+		}
 	}
 }

@@ -420,6 +420,9 @@ func (s *Service) Activate() (ModelJSON, error) {
 		return ModelJSON{}, err
 	}
 	j.State, j.Version, j.candidate = JobActivated, v, nil
+	if err := s.pin(); err != nil {
+		s.cfg.Log.Warn("labels: cannot record the active model; a restart will load the default model", "error", err)
+	}
 	s.cfg.Log.Info("labels: activated a retrained model", "path", path, "user", j.User)
 	return *describe(s.cfg.Holder.Current()), nil
 }
@@ -463,6 +466,9 @@ func (s *Service) Rollback() (ModelJSON, error) {
 	defer s.mu.Unlock()
 	if err := s.cfg.Holder.Rollback(); err != nil {
 		return ModelJSON{}, err
+	}
+	if err := s.pin(); err != nil {
+		s.cfg.Log.Warn("labels: cannot record the active model", "error", err)
 	}
 	return *describe(s.cfg.Holder.Current()), nil
 }
@@ -573,4 +579,45 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// ActiveFile, inside ModelDir, names the retrained model in use (one line:
+// its file name), so a restarted server can load it again (see
+// ActiveModel). It is removed when the model in use is not a retrained one.
+const ActiveFile = "ACTIVE"
+
+// pin records the model in use in ModelDir/ACTIVE.
+func (s *Service) pin() error {
+	p := filepath.Join(s.cfg.ModelDir, ActiveFile)
+	cur := s.cfg.Holder.Current()
+	if cur == nil || !versionRE.MatchString(cur.Source) || filepath.Dir(cur.Source) != filepath.Clean(s.cfg.ModelDir) {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(filepath.Base(cur.Source)+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, p)
+}
+
+// ActiveModel returns the retrained model a server should load at start
+// instead of its default model: the file ModelDir/ACTIVE names, if both
+// exist.
+func ActiveModel(modelDir string) (string, bool) {
+	b, err := os.ReadFile(filepath.Join(modelDir, ActiveFile))
+	if err != nil {
+		return "", false
+	}
+	name := strings.TrimSpace(string(b))
+	if !versionRE.MatchString(name) || filepath.Base(name) != name {
+		return "", false
+	}
+	p := filepath.Join(modelDir, name)
+	if _, err := os.Stat(p); err != nil {
+		return "", false
+	}
+	return p, true
 }

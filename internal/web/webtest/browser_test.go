@@ -153,7 +153,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := start(t, envOpts{devices: []string{"kitchen", "office"}, idle: 98, backfill: 90 * time.Minute, labels: true, alerts: disp.TestHandler(web.User)})
+	e := startServer(t, envOpts{devices: []string{"kitchen", "office"}, idle: 98, backfill: 90 * time.Minute, labels: true, alerts: disp.TestHandler(web.User)})
 	dir := artifactDir(t)
 	ctx, cl := newBrowser(t, 1280, 900)
 

@@ -3,6 +3,8 @@ package webtest
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +23,7 @@ import (
 	"loadwatch/internal/promapi"
 	"loadwatch/internal/readingscsv"
 	"loadwatch/internal/registry"
+	"loadwatch/internal/server"
 	"loadwatch/internal/store"
 	"loadwatch/internal/telemetry"
 	"loadwatch/internal/web"
@@ -359,4 +362,73 @@ func (d *simDevice) relayState() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.relay
+}
+
+// startServer runs the real server assembly (internal/server, as `loadwatch
+// serve` does) with the dashboard mounted through its DashboardFunc and the
+// relay tracker among its Notifiers, and simulated devices over MQTT.
+func startServer(t testing.TB, o envOpts) *env {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	dir := t.TempDir()
+	if err := server.WriteModel(filepath.Join(dir, server.ModelFile), bundledModel(t)); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{Dir: dir, Relays: web.NewRelayTracker()}
+	srv, err := server.New(server.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0",
+		Logger: slog.New(slog.DiscardHandler), Out: io.Discard, Now: o.now,
+		Notifiers: []ingest.Notifier{e.Relays},
+		DashboardFunc: func(ctx context.Context, p server.Parts) (http.Handler, error) {
+			e.Holder = p.Holder
+			wp := web.Parts{Devices: p.Pipeline, Registry: p.Registry, Bus: p.Bus, Query: p.Query, OTA: p.OTA, Commands: p.Commands,
+				Relays: e.Relays, Store: p.Store, DataDir: p.DataDir, Tariff: "0.30 EUR; 22:00-06:00 0.18", TariffZone: "UTC",
+				OpenReads: o.openReads, Alerts: o.alerts, Now: p.Now, Log: p.Log,
+				Bundled: func(context.Context) ([]readingscsv.Row, error) { return bundledRows(), nil }}
+			if o.labels {
+				wp.Holder = p.Holder
+			}
+			return web.Assemble(ctx, wp)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		t.Fatalf("server: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("server not ready")
+	}
+	_, pass, err := registry.ReadAdminFile(srv.AdminCredentialFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(srv.HTTPAddr())
+	e.URL, e.AdminPass, e.Reg, e.Store, e.Pipe, e.Bus = "http://localhost:"+port, pass, srv.Registry(), srv.Store(), srv.Pipeline(), srv.Bus()
+	for i := 0; i < o.idle; i++ {
+		id := fmt.Sprintf("idle%03d", i)
+		if _, _, err := e.Reg.Add(ctx, registry.NewDevice{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+		m := telemetry.Message{Epoch: "e" + id, Readings: []telemetry.Telemetry{{Seq: 1, ClockSynced: true, Reading: reading(time.Now(), float64(i)), State: telemetry.StateHeartbeat}}}
+		if code, err := e.Pipe.Ingest(ctx, id, telemetry.Topic(id, telemetry.ChannelTelemetry), m.AppendJSON(nil)); code != 0 {
+			t.Fatalf("ingest idle %s: 0x%02x %v", id, code, err)
+		}
+	}
+	for _, id := range o.devices {
+		_, tok, err := e.Reg.Add(ctx, registry.NewDevice{ID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := newSimDevice(t, srv.MQTTAddr(), id, tok)
+		if o.backfill > 0 {
+			d.backfill(t, o.backfill)
+		}
+		e.devices = append(e.devices, d)
+		go d.run(ctx)
+	}
+	return e
 }

@@ -2,6 +2,7 @@ package webtest
 
 import (
 	"context"
+	"loadwatch/internal/labels"
 	"path/filepath"
 	"testing"
 	"time"
@@ -40,6 +41,9 @@ func testLabelling(t *testing.T, ctx context.Context, e *env, dir string) {
 	pollJS(t, ctx, "new model version in use", `document.getElementById("model-info").dataset.version === "v1"`, 10*time.Second)
 	if l := e.Holder.Current(); l == nil || filepath.Base(l.Source) != "model-v1.json" {
 		t.Fatalf("holder model after activation: %+v", l)
+	}
+	if p, ok := labels.ActiveModel(filepath.Join(e.Dir, "models")); !ok || filepath.Base(p) != "model-v1.json" {
+		t.Errorf("ACTIVE after activation: %q %v", p, ok)
 	}
 	found := false
 	for _, c := range e.Holder.Current().Model.Classes {
