@@ -328,6 +328,11 @@
       lm.disabled = !session.user;
       document.getElementById("retrain").disabled = !session.user;
       lm.addEventListener("click", () => { labelMode = !labelMode; lm.setAttribute("aria-pressed", String(labelMode)); });
+      // Without a pointer: label exactly what the charts show (zoom first
+      // with the range buttons).
+      const ls = document.getElementById("label-shown");
+      ls.disabled = !session.user;
+      ls.addEventListener("click", () => { const x = metrics.power.u.scales.x; setLabelSpan(x.min, x.max); document.getElementById("label-name").focus(); });
       document.getElementById("label-form").addEventListener("submit", async ev => {
         ev.preventDefault();
         const st = document.getElementById("label-status");

@@ -212,6 +212,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	run(t, ctx, "24 h range", chromedp.Click(chromedp.CSS(`button[data-range="86400"]`)))
 	pollJS(t, ctx, "24 h range loaded", `/one point per \d+ s/.test(document.getElementById("range-info").textContent) && /Live/.test(document.getElementById("range-info").textContent)`, 10*time.Second)
 
+	// The OTA page reads the server's OTA status through the dashboard.
+	run(t, ctx, "OTA page", chromedp.Navigate(e.URL+"/ota"))
+	pollJS(t, ctx, "OTA status shown", `/\d+ rollouts, \d+ devices reporting\./.test(document.getElementById("ota-msg").textContent)`, 10*time.Second)
+
 	// Phone width.
 	run(t, ctx, "phone width", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile), chromedp.Navigate(e.URL+"/"),
 		chromedp.WaitVisible(chromedp.CSS(`#fleet tbody tr[data-device="kitchen"]`)))

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"loadwatch/internal/power"
+	"loadwatch/internal/registry"
 	"loadwatch/internal/telemetry"
 )
 
@@ -187,3 +188,42 @@ func TestGoldenAPIAnswers(t *testing.T) {
 func f(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }
 
 func telemetryWh(wh float64) power.WattHours { return power.WattHours(wh) }
+
+// TestSignInIdentities: the admin credential and dashboard users sign in;
+// a device's token, a wrong password and an unknown user do not.
+func TestSignInIdentities(t *testing.T) {
+	e := start(t, envOpts{})
+	ctx := context.Background()
+	_, devTok, err := e.Reg.Add(ctx, registry.NewDevice{ID: "meter1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Reg.AddUser(ctx, "alice", "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		user, pass string
+		want       int
+	}{
+		{"admin", e.AdminPass, 200},
+		{"alice", "correct horse battery", 200},
+		{"meter1", devTok, 401},
+		{"admin", devTok, 401},
+		{"alice", "wrong horse battery", 401},
+		{"bob", "correct horse battery", 401},
+		{"", "", 401},
+	} {
+		body, _ := json.Marshal(map[string]string{"user": c.user, "password": c.pass})
+		resp, err := http.Post(e.URL+"/login", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("sign in as %q: %d, want %d", c.user, resp.StatusCode, c.want)
+		}
+		if c.want == 200 && len(resp.Cookies()) != 1 {
+			t.Errorf("sign in as %q: no session cookie", c.user)
+		}
+	}
+}
