@@ -157,6 +157,9 @@ func printFleet(w io.Writer, r *bench.Report) {
 	}
 	fmt.Fprintf(w, "fleet: %d devices, a reading every %v, %d per message, %s, %.1f s\n",
 		r.Devices, time.Duration(r.IntervalMS*float64(time.Millisecond)), r.Batch, mode, r.DurationS)
+	if r.WarmupS > 0 {
+		fmt.Fprintf(w, "warm-up: every device's first reading acknowledged %.1f s after all connected\n", r.WarmupS)
+	}
 	fmt.Fprintf(w, "readings/s: %.0f stored of %.0f offered\n", r.ReadingsPerSecond, r.TargetPerSecond)
 	fmt.Fprintf(w, "readings: sent %d, acknowledged %d, stored %d, lost %d, unacknowledged %d, resent %d, refused and retried %d, dead-lettered %d\n",
 		r.ReadingsSent, r.ReadingsAcked, r.ReadingsStored, r.ReadingsLost, r.ReadingsUnacked, r.ReadingsResent, r.ReadingsRefused, r.ReadingsDead)

@@ -120,6 +120,9 @@ type Report struct {
 	Batch      int     `json:"batch"`
 	DutyCycled bool    `json:"duty_cycled"`
 	DurationS  float64 `json:"duration_s"`
+	// WarmupS is how long it took until every device's first reading was
+	// acknowledged, after all had connected (not part of the run).
+	WarmupS float64 `json:"warmup_s"`
 
 	TargetPerSecond   float64 `json:"target_readings_per_second"`
 	ReadingsPerSecond float64 `json:"readings_per_second"` // acknowledged (= stored) readings per second of the run
@@ -250,11 +253,17 @@ func RunFleet(ctx context.Context, o Options) (Report, error) {
 	if err := f.Connect(ctx); err != nil {
 		return Report{}, err
 	}
-	rep := Report{Devices: o.Devices, IntervalMS: ms(o.Interval), Batch: max(o.Batch, 1), DutyCycled: o.DutyCycled,
+	wu, err := f.Warmup(ctx, 5*time.Minute)
+	if err != nil {
+		return Report{}, err
+	}
+	fmt.Fprintf(o.Log, "bench: warm-up: every device's first reading acknowledged after %v\n", wu.Round(time.Millisecond))
+	rep := Report{WarmupS: wu.Seconds(), Devices: o.Devices, IntervalMS: ms(o.Interval), Batch: max(o.Batch, 1), DutyCycled: o.DutyCycled,
 		TargetPerSecond: float64(o.Devices) / o.Interval.Seconds()}
 
 	p0, _ := e.proc()
 	g0, _ := ReadProc(os.Getpid())
+	a0 := f.Stats().ReadingsAcked
 	t0 := time.Now()
 	f.Start(ctx)
 	if o.Ramp {
@@ -269,7 +278,7 @@ func RunFleet(ctx context.Context, o Options) (Report, error) {
 	el := time.Since(t0)
 	st := f.Stats()
 	rep.DurationS = el.Seconds()
-	rep.ReadingsPerSecond = float64(st.ReadingsAcked) / el.Seconds()
+	rep.ReadingsPerSecond = float64(st.ReadingsAcked-a0) / el.Seconds()
 	if p1, ok := e.proc(); ok {
 		rep.ServerCPUPercent = 100 * (p1.CPU - p0.CPU).Seconds() / el.Seconds()
 		rep.ServerRSSBytes, rep.ServerPeakRSS = p1.RSS, p1.PeakRSS
