@@ -40,8 +40,9 @@ type Config struct {
 	// MinInterval is the shortest time between two state messages of one
 	// device; a change of class or relay is sent at once [5 s].
 	MinInterval time.Duration
-	// Queue bounds the pending devices (Notify never blocks) [1024].
-	Queue int
+	// MaxDevices bounds the devices the bridge keeps state for; events
+	// of further devices are ignored [65536].
+	MaxDevices int
 	Now   func() time.Time
 	Log   *slog.Logger
 }
@@ -92,8 +93,8 @@ func New(cfg Config) *Bridge {
 	if cfg.MinInterval <= 0 {
 		cfg.MinInterval = 5 * time.Second
 	}
-	if cfg.Queue <= 0 {
-		cfg.Queue = 1024
+	if cfg.MaxDevices <= 0 {
+		cfg.MaxDevices = 65536
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -107,7 +108,7 @@ func New(cfg Config) *Bridge {
 func (b *Bridge) dev(id string) *devState {
 	d := b.devs[id]
 	if d == nil {
-		if len(b.devs) >= b.cfg.Queue*64 {
+		if len(b.devs) >= b.cfg.MaxDevices {
 			return nil
 		}
 		d = &devState{}
