@@ -171,7 +171,15 @@ func (e *EnergyService) period(ctx context.Context, device string, from, now tim
 		}
 	}
 	// Split by class: average power per step times the step, to the class
-	// seen most often in that step.
+	// seen most often in that step; finer steps than the ledger's (at most
+	// 10,000 per period, at least 10 s), so loads that change often are
+	// less smeared across classes.
+	step = max(10*time.Second, (span / 10000).Round(time.Second))
+	n = max(1, int(span/step))
+	if time.Duration(n)*step > span {
+		step, n = max(time.Second, span.Round(time.Second)), 1
+	}
+	first = now.Add(-time.Duration(n-1) * step)
 	pw, err := e.Q.QueryRange(ctx, "avg_over_time("+store.MetricPower+sel+"["+promDur(step)+"])", first, now, step)
 	if err != nil {
 		return pe, err
