@@ -127,14 +127,16 @@ type reading struct {
 
 // sink collects what reached the broker.
 type sink struct {
-	mu       sync.Mutex
-	readings []reading
-	messages int
-	batches  int
-	acks     []telemetry.CommandAck
-	events   []telemetry.Event
-	statuses []telemetry.Status
-	refuse   atomic.Uint32 // a reason code to refuse telemetry with (0: accept)
+	mu          sync.Mutex
+	readings    []reading
+	messages    int
+	batches     int
+	acks        []telemetry.CommandAck
+	events      []telemetry.Event
+	statuses    []telemetry.Status
+	newSessions int           // observer connections that found no session
+	connects    int           // observer connections
+	refuse      atomic.Uint32 // a reason code to refuse telemetry with (0: accept)
 }
 
 func (s *sink) take(topic string, payload []byte) byte {
@@ -381,7 +383,7 @@ func fastArgs(brokerURL, outboxDir string) []string {
 // outageScenario runs an agent, takes the broker away for outage(t),
 // brings it back and checks that every reading arrives, once per seq, in
 // order, with a batch replay.
-func outageScenario(t *testing.T, url string, readings func() ([]reading, int, int), down, up func(), external bool) {
+func outageScenario(t *testing.T, url string, readings func() ([]reading, int, int), down, up func(), external bool, newSessions func() int) {
 	dir := t.TempDir()
 	r := startAgent(t, fastArgs(url, dir)...)
 	waitFor(t, "10 readings before the outage", 30*time.Second, func() bool { rs, _, _ := readings(); return len(rs) >= 10 })
@@ -390,6 +392,12 @@ func outageScenario(t *testing.T, url string, readings func() ([]reading, int, i
 	st0 := r.a.Stats()
 	t.Logf("broker down for %v", d)
 	time.Sleep(d)
+	// A backlog of several readings, so that the replay uses batches
+	// (a loaded machine may read slower than the 200 ms asked for).
+	waitFor(t, "3 readings waiting in the outbox", 60*time.Second, func() bool {
+		ob, _ := r.a.OutboxStats("pi1")
+		return ob.Pending >= 3
+	})
 	ob, _ := r.a.OutboxStats("pi1")
 	st1 := r.a.Stats()
 	t.Logf("during the outage: %d reads, %d reports, %d connection attempts failed", st1.Reads-st0.Reads, st1.Reports-st0.Reports, st1.ConnectErrors-st0.ConnectErrors)
@@ -399,19 +407,32 @@ func outageScenario(t *testing.T, url string, readings func() ([]reading, int, i
 	backlog := ob.Pending
 	up()
 	target := ob.NextSeq - 1
-	waitFor(t, fmt.Sprintf("every reading up to seq %d after the outage", target), 60*time.Second, func() bool {
+	missing := func() []uint64 {
 		rs, _, _ := readings()
 		got := map[uint64]bool{}
 		for _, x := range rs {
 			got[x.seq] = true
 		}
+		var m []uint64
 		for s := uint64(1); s <= target; s++ {
 			if !got[s] {
-				return false
+				m = append(m, s)
 			}
 		}
-		return true
-	})
+		return m
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for len(missing()) > 0 {
+		if time.Now().After(deadline) {
+			rs, _, _ := readings()
+			var order []uint64
+			for _, x := range rs {
+				order = append(order, x.seq)
+			}
+			t.Fatalf("after the outage, seqs %v never arrived (arrival order %v; agent %+v; observer sessions started %d)", missing(), order, r.a.Stats(), newSessions())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	r.stop(t)
 	rs, msgs, batches := readings()
 	last := checkStream(t, rs, external)
@@ -430,7 +451,7 @@ func outageScenario(t *testing.T, url string, readings func() ([]reading, int, i
 
 func TestOutageEmbedded(t *testing.T) {
 	e := startEmbedded(t)
-	outageScenario(t, e.url(), e.sink.snapshot, e.stop, e.start, false)
+	outageScenario(t, e.url(), e.sink.snapshot, e.stop, e.start, false, func() int { return 0 })
 }
 
 // mosquitto runs Debian's Mosquitto on an ephemeral port with a temporary
@@ -510,6 +531,12 @@ func observe(t *testing.T, url string) *sink {
 				time.Sleep(100 * time.Millisecond)
 				continue
 			}
+			s.mu.Lock()
+			s.connects++
+			if !c.SessionPresent() {
+				s.newSessions++
+			}
+			s.mu.Unlock()
 			once.Do(func() { close(first) })
 			select {
 			case <-ctx.Done():
@@ -527,10 +554,84 @@ func observe(t *testing.T, url string) *sink {
 	return s
 }
 
+// TestOutageMosquitto restarts Mosquitto under the agent. The agent
+// reaches it through a gate that opens only once the observer is back, so
+// that what the observer did not get is the agent's fault and not a
+// message published before the observer had reconnected.
 func TestOutageMosquitto(t *testing.T) {
 	m := startMosquitto(t)
 	obs := observe(t, "mqtt://"+m.addr)
-	outageScenario(t, "mqtt://"+m.addr, obs.snapshot, m.stop, m.start, true)
+	g := newGate(t, m.addr)
+	connects := func() int { obs.mu.Lock(); defer obs.mu.Unlock(); return obs.connects }
+	var before int
+	down := func() { g.Close(); before = connects(); m.stop() }
+	up := func() {
+		m.start()
+		waitFor(t, "the observer to reconnect", 30*time.Second, func() bool { return connects() > before })
+		g.Open()
+	}
+	outageScenario(t, "mqtt://"+g.l.Addr().String(), obs.snapshot, down, up, true,
+		func() int { obs.mu.Lock(); defer obs.mu.Unlock(); return obs.newSessions })
+}
+
+// gate forwards TCP to target while open; closing it drops every
+// connection and refuses new ones.
+type gate struct {
+	l      net.Listener
+	target string
+	mu     sync.Mutex
+	open   bool
+	conns  []net.Conn
+}
+
+func newGate(t *testing.T, target string) *gate {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gate{l: l, target: target, open: true}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			g.mu.Lock()
+			if !g.open {
+				g.mu.Unlock()
+				c.Close()
+				continue
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				g.mu.Unlock()
+				c.Close()
+				continue
+			}
+			g.conns = append(g.conns, c, up)
+			g.mu.Unlock()
+			go func() { io.Copy(up, c); up.Close() }()
+			go func() { io.Copy(c, up); c.Close() }()
+		}
+	}()
+	t.Cleanup(func() { l.Close(); g.Close() })
+	return g
+}
+
+func (g *gate) Close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.open = false
+	for _, c := range g.conns {
+		c.Close()
+	}
+	g.conns = nil
+}
+
+func (g *gate) Open() {
+	g.mu.Lock()
+	g.open = true
+	g.mu.Unlock()
 }
 
 // TestSIGKILLRestart kills the agent process while readings wait in its
@@ -778,6 +879,9 @@ func TestTripDuringNetworkStall(t *testing.T) {
 		}
 		return false
 	})
+	// The trip is counted right after the relay switched (and its state
+	// was saved).
+	waitFor(t, "the trip to be counted", 10*time.Second, func() bool { return r.a.Stats().Trips >= 1 })
 	after := r.a.Stats()
 	var trip time.Time
 	for _, c := range r.sim.Relays[0].Changes() {
