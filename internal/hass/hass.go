@@ -43,8 +43,8 @@ type Config struct {
 	// MaxDevices bounds the devices the bridge keeps state for; events
 	// of further devices are ignored [65536].
 	MaxDevices int
-	Now   func() time.Time
-	Log   *slog.Logger
+	Now        func() time.Time
+	Log        *slog.Logger
 }
 
 // State is what the bridge publishes for one device. A field never
