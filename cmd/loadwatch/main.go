@@ -21,6 +21,7 @@ type cli struct {
 	Model   modelCmd   `cmd:"" help:"Appliance classifier: train, evaluate, predict and cross-validate Random Forest models."`
 	Ota     otaCmd     `cmd:"" help:"Over-the-air updates: signing keys, publish signed releases, staged rollout (list, promote, halt), serve."`
 	Device  deviceCmd  `cmd:"" help:"Device registry: add, list, show, revoke, rotate, delete (works while serve runs)."`
+	User    userCmd    `cmd:"" help:"Dashboard users: add, passwd, list, delete (works while serve runs)."`
 	Serve   serveCmd   `cmd:"" help:"Run the server: MQTT broker (or an external one), ingest, time-series store, HTTP API and /metrics."`
 	Demo    demoCmd    `cmd:"" help:"Run a complete demo in one process: server, embedded broker and four simulated duty-cycled agents; no setup."`
 	Export  exportCmd  `cmd:"" help:"Export one device's stored readings as the readings CSV (labelled with the stored class)."`
