@@ -12,6 +12,18 @@
 // counts, so a reading caught mid-settling is never reported as the new
 // level, and a spike that is gone by then costs no report.
 //
+// It is also honest about loads that cycle (a soldering station's or a 3D
+// printer bed's thermostat, a laser printer's fuser): their power jumps
+// between plateaus every few seconds, so a confirming read can land in the
+// other phase. A check is compared with the envelope of the load, the
+// powers reported during the last Envelope (5 min) rather than the last
+// report alone, so a cycling load that returns to a plateau already
+// reported costs nothing; a read off that envelope at two consecutive
+// wakes is reported at the second even when the confirming read between
+// them fell back onto a known plateau; and a load that settles on an older
+// plateau instead of the last reported one is reported after Stay wakes.
+// docs/AGENT.md gives the definitions and the latency of each case.
+//
 // The Machine is pure: the agent feeds it readings stamped with the time and
 // asks when to read next; it does no I/O and reads no clock. The package
 // also holds an energy model of an ESP32-class node (energy.go).
@@ -40,7 +52,20 @@ type Config struct {
 	// ConfirmDelay is how long after a quick check that saw a change the
 	// follow-up read is taken [2.5 s: the meter's settling time].
 	ConfirmDelay time.Duration
-	AlwaysOn     bool // keep the radio on between reports
+	// Envelope is how long a reported power keeps explaining later reads
+	// [Heartbeat x Wake = 5 min]: a read within the threshold of any power
+	// reported that recently (or of the last report) is no change. This is
+	// what the server can see too: the powers it received in that time. A
+	// negative Envelope compares with the last report only (the original).
+	Envelope time.Duration
+	// Stay is how many consecutive wakes a load may sit on an older
+	// plateau of the envelope, and never on the last reported power,
+	// before that is reported as a change [4: 15-20 s, longer than any
+	// thermostat or bed off-phase of the seed appliances, so a cycling
+	// load is not reported at every phase, and a steady load that went
+	// back to an earlier level is reported within Stay wakes].
+	Stay     int
+	AlwaysOn bool // keep the radio on between reports
 }
 
 func (c Config) withDefaults() Config {
@@ -61,6 +86,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ConfirmDelay <= 0 {
 		c.ConfirmDelay = 2500 * time.Millisecond
+	}
+	if c.Envelope == 0 {
+		c.Envelope = time.Duration(c.Heartbeat) * c.Wake
+	}
+	if c.Stay <= 0 {
+		c.Stay = 4
 	}
 	return c
 }
@@ -115,19 +146,39 @@ type Counts struct {
 	Changes    int // of which for a change
 	Heartbeats int // of which heartbeats
 	Events     int // of which events
+	// Of the changes: reported at a second consecutive wake off the
+	// envelope whose confirming read in between had fallen back onto it
+	// (a cycling load with a new plateau, or a change whose confirming
+	// read caught a pulse), and reported after Stay wakes on an older
+	// plateau of the envelope (a steady load back at an earlier level).
+	Persisted, Returned int
 }
 
 // Duration is the time the counts cover.
 func (c Counts) Duration() time.Duration { return c.End.Sub(c.Start) }
+
+// maxLevels bounds the envelope (about 128 bytes of RTC memory on an
+// ESP32); beyond it the oldest reported power is forgotten first.
+const maxLevels = 16
+
+// level is a reported power and when it was reported.
+type level struct {
+	p  power.Watts
+	at time.Time
+}
 
 // Machine is the duty-cycle state of one node. Not safe for concurrent use.
 type Machine struct {
 	cfg        Config
 	reported   power.Reading // last reported reading
 	hasRep     bool
+	levels     []level // reported powers inside the envelope, oldest first
 	confirming bool
-	cycles     int       // wakes since the last full wake
-	wakeAt     time.Time // the current slot on the wake grid
+	pending    bool        // the last check was off the envelope, its confirm on it
+	stayP      power.Watts // the older plateau the last checks sat on
+	stayN      int         // how many consecutive checks sat on stayP
+	cycles     int         // wakes since the last full wake
+	wakeAt     time.Time   // the current slot on the wake grid
 	counts     Counts
 }
 
@@ -159,11 +210,49 @@ func (m *Machine) Threshold(p power.Watts) power.Watts {
 	return power.Watts(math.Max(float64(m.cfg.ChangeW), m.cfg.ChangePct/100*math.Abs(float64(p))))
 }
 
-func (m *Machine) changed(r power.Reading) bool {
-	if !r.Is(power.FieldPower) || !m.reported.Is(power.FieldPower) {
-		return false // nothing to compare: only heartbeats report
+func (m *Machine) near(p, ref power.Watts) bool {
+	return math.Abs(float64(p-ref)) < float64(m.Threshold(ref))
+}
+
+// Envelope returns the powers that explain a read at t: the last reported
+// power first, then the others reported within Envelope before t, newest
+// first. It is what a server that received the reports can compute too.
+func (m *Machine) Envelope(t time.Time) []power.Watts {
+	var out []power.Watts
+	n := len(m.levels)
+	if m.hasRep && m.reported.Is(power.FieldPower) {
+		out = append(out, m.reported.Power)
+		n-- // the newest level is the last report
 	}
-	return math.Abs(float64(r.Power-m.reported.Power)) >= float64(m.Threshold(m.reported.Power))
+	for i := n - 1; i >= 0; i-- {
+		if m.inWindow(m.levels[i], t) {
+			out = append(out, m.levels[i].p)
+		}
+	}
+	return out
+}
+
+func (m *Machine) inWindow(l level, t time.Time) bool {
+	return m.cfg.Envelope > 0 && t.Sub(l.at) <= m.cfg.Envelope
+}
+
+// explain says whether r lies within the threshold of the last reported
+// power (latest), or else of another power of the envelope (older, which
+// is returned). A reading without power, or nothing reported with power
+// yet, is explained: nothing can be compared, so only heartbeats report it.
+func (m *Machine) explain(r power.Reading) (ok, latest bool, older power.Watts) {
+	if !r.Is(power.FieldPower) || !m.reported.Is(power.FieldPower) {
+		return true, true, 0
+	}
+	if m.near(r.Power, m.reported.Power) {
+		return true, true, 0
+	}
+	for i := len(m.levels) - 1; i >= 0; i-- {
+		if l := m.levels[i]; m.inWindow(l, r.Time) && m.near(r.Power, l.p) {
+			return true, false, l.p
+		}
+	}
+	return false, false, 0
 }
 
 // advance moves the wake slot past now, keeping the grid (no drift; slots
@@ -178,7 +267,20 @@ func (m *Machine) advance(now time.Time) {
 
 func (m *Machine) report(r power.Reading, why Reason) Decision {
 	m.reported, m.hasRep = r, true
+	if r.Is(power.FieldPower) {
+		keep := m.levels[:0]
+		for _, l := range m.levels {
+			if m.inWindow(l, r.Time) && l.p != r.Power {
+				keep = append(keep, l)
+			}
+		}
+		m.levels = append(keep, level{p: r.Power, at: r.Time})
+		if n := len(m.levels) - maxLevels; n > 0 {
+			m.levels = append(m.levels[:0], m.levels[n:]...)
+		}
+	}
 	m.cycles = 0
+	m.pending, m.stayN = false, 0
 	m.counts.Reports++
 	switch why {
 	case ReasonChange:
@@ -191,8 +293,24 @@ func (m *Machine) report(r power.Reading, why Reason) Decision {
 	return Decision{Action: Report, Reason: why, Next: m.Next(), Radio: true}
 }
 
+func (m *Machine) sleep() Decision {
+	return Decision{Action: Sleep, Next: m.Next(), Radio: m.cfg.AlwaysOn}
+}
+
 // Observe takes the reading the agent made at r.Time (a quick check at the
-// wake slot, or the confirming read) and decides.
+// wake slot, or the confirming read) and decides:
+//
+//   - a check within the threshold of the envelope sleeps (a heartbeat
+//     when due);
+//   - a check off the envelope asks for a confirming read; if that read is
+//     off the envelope too, it is reported (the settled new level); if it
+//     fell back onto the envelope, the check was a spike or a pulse;
+//   - a check off the envelope right after such a spike-or-pulse is
+//     reported at once: the load has been off its envelope at two
+//     consecutive wakes, one wake period apart;
+//   - a check that sits on the same older plateau of the envelope, and
+//     not on the last reported power, for Stay consecutive wakes is
+//     reported: the load went back to an earlier level and stayed.
 func (m *Machine) Observe(r power.Reading) Decision {
 	if r.Time.After(m.counts.End) {
 		m.counts.End = r.Time
@@ -200,27 +318,47 @@ func (m *Machine) Observe(r power.Reading) Decision {
 	if m.confirming {
 		m.confirming = false
 		m.counts.Confirms++
-		if m.changed(r) {
+		if ok, _, _ := m.explain(r); !ok {
 			return m.report(r, ReasonChange)
 		}
+		m.pending = true
 		if m.cycles >= m.cfg.Heartbeat {
 			return m.report(r, ReasonHeartbeat)
 		}
-		return Decision{Action: Sleep, Next: m.Next(), Radio: m.cfg.AlwaysOn}
+		return m.sleep()
 	}
 	m.counts.Checks++
 	m.cycles++
 	m.advance(r.Time)
-	switch {
-	case !m.hasRep:
+	if !m.hasRep {
 		return m.report(r, ReasonChange) // the first reading sets the baseline
-	case m.changed(r):
+	}
+	ok, latest, older := m.explain(r)
+	pending := m.pending
+	m.pending = false
+	switch {
+	case !ok && pending:
+		m.counts.Persisted++
+		return m.report(r, ReasonChange)
+	case !ok:
+		m.stayN = 0
 		m.confirming = true
 		return Decision{Action: Confirm, Next: m.Next(), Radio: m.cfg.AlwaysOn}
-	case m.cycles >= m.cfg.Heartbeat:
+	case latest:
+		m.stayN = 0
+	case m.stayN > 0 && older == m.stayP:
+		m.stayN++
+	default:
+		m.stayP, m.stayN = older, 1
+	}
+	if m.stayN >= m.cfg.Stay {
+		m.counts.Returned++
+		return m.report(r, ReasonChange)
+	}
+	if m.cycles >= m.cfg.Heartbeat {
 		return m.report(r, ReasonHeartbeat)
 	}
-	return Decision{Action: Sleep, Next: m.Next(), Radio: m.cfg.AlwaysOn}
+	return m.sleep()
 }
 
 // Event forces a full wake for an anomaly or a relay trip: the agent
