@@ -213,8 +213,9 @@ func (f *Forest) predictPacked(p *packedForest, X []float32, classes []int32, pr
 					a[l]++
 					continue
 				}
-				off := int(-1 - l)
-				for c, v := range f.values[off : off+nc] {
+				vals := f.values[-1-int(l):][:nc]
+				a = a[:len(vals)]
+				for c, v := range vals {
 					a[c] += v
 				}
 			}
