@@ -2,32 +2,48 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"math"
+	"os"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"loadwatch/internal/dutycycle"
+	"loadwatch/internal/loadsim"
 	"loadwatch/internal/power"
 )
 
-// hour is what one agent did over loadsim's reference hour.
-type hour struct {
+// measured is what one agent did over a reference schedule.
+type measured struct {
 	messages, readings int // telemetry messages and the readings in them
 	events             int // event messages (load on/off, surge, trips...)
 	states             map[string]int
+	perHour            []int // telemetry readings by hour since the start
 	reads              int
 	counts             dutycycle.Counts
-	missedRuns         int           // deviations >= threshold seen at two or more consecutive wakes without a report
-	longestMiss        time.Duration // longest such deviation, first to last wake that saw it
-	ledger, meter      power.WattHours
-	lastTotal, lastCtr power.WattHours // in the last report
+	// Off the envelope: a wake read further than the threshold from every
+	// power the server received in the last Envelope (5 min) and from the
+	// last report; runs of such wakes with no report in between. A run of
+	// two consecutive wakes lasts one wake period.
+	envRuns    int           // runs of 2+ wakes
+	envLongest time.Duration // longest run, first to last wake
+	// Settled elsewhere: consecutive wake reads within the threshold of
+	// each other (the load sat on one level) and off the last report,
+	// with no report in between. Cycling loads show their phases here.
+	setRuns    int
+	setLongest time.Duration
+	ledger     power.WattHours // the agent's ledger total at the end
+	meter      power.WattHours // the meter's counter at the last read
+	lastTotal  power.WattHours // energy_total of the last report
+	lastCtr    power.WattHours // energy of the last report
 }
 
-// referenceHour runs the agent (inside a synctest bubble) for one hour of
-// the reference schedule against the virtual meter's physics.
-func referenceHour(t *testing.T, alwaysOn bool, changeW power.Watts, changePct float64) hour {
-	m := newSimMeter(t, "reference")
+// measure runs the agent (inside a synctest bubble) for dur of a schedule
+// ("reference" or schedule text) against the virtual meter's physics and
+// measures what it sent.
+func measure(t *testing.T, sched string, dur time.Duration, alwaysOn bool, changeW power.Watts, changePct float64) measured {
+	m := newSimMeter(t, sched)
 	b := &fakeBroker{}
 	cfg := testConfig(t, m, b)
 	cfg.Duty.ChangeW, cfg.Duty.ChangePct = changeW, changePct
@@ -39,8 +55,9 @@ func referenceHour(t *testing.T, alwaysOn bool, changeW power.Watts, changePct f
 	if err != nil {
 		t.Fatal(err)
 	}
-	run(t, a, time.Hour)
-	h := hour{states: map[string]int{}}
+	duty := dutycycle.New(cfg.Duty, start).Config() // the defaults in use
+	run(t, a, dur)
+	h := measured{states: map[string]int{}}
 	msgs := b.telemetry(t)
 	h.messages = len(msgs)
 	h.events = len(b.on("event"))
@@ -53,7 +70,14 @@ func referenceHour(t *testing.T, alwaysOn bool, changeW power.Watts, changePct f
 		for _, r := range msg.Readings {
 			h.readings++
 			h.states[string(r.State)]++
-			reps = append(reps, rep{r.Reading.Time, r.Reading.Power})
+			hr := int(r.Reading.Time.Sub(start) / time.Hour)
+			for len(h.perHour) <= hr {
+				h.perHour = append(h.perHour, 0)
+			}
+			h.perHour[hr]++
+			if r.Reading.Is(power.FieldPower) {
+				reps = append(reps, rep{r.Reading.Time, r.Reading.Power})
+			}
 			h.lastTotal, h.lastCtr = r.EnergyTotal, r.Reading.Energy
 		}
 	}
@@ -62,52 +86,101 @@ func referenceHour(t *testing.T, alwaysOn bool, changeW power.Watts, changePct f
 	reads := m.allReads()
 	h.reads = len(reads)
 	h.meter = reads[len(reads)-1].Energy
-	wake := 5 * time.Second
 	pct := changePct
 	if pct == 0 {
 		pct = 0.5
 	}
-	thr := func(p power.Watts) float64 { return math.Max(float64(changeW), pct/100*math.Abs(float64(p))) }
-	ri := 0
-	var runStart time.Time
-	runLen := 0
+	near := func(p, ref power.Watts) bool {
+		return math.Abs(float64(p-ref)) < math.Max(float64(changeW), pct/100*math.Abs(float64(ref)))
+	}
+	// The server's view at a wake: the reports made strictly before it.
+	var env, set struct {
+		n     int
+		first time.Time
+		level power.Watts
+	}
+	ri := 0 // reps[:ri] were made before the current wake
+	var prevWake time.Time
 	for _, r := range reads {
-		if r.Time.Sub(start)%wake != 0 {
+		if r.Time.Sub(start)%duty.Wake != 0 {
 			continue // a confirming read, not a wake
 		}
-		for ri+1 < len(reps) && !reps[ri+1].at.After(r.Time) {
+		reported := false // a report since the previous wake
+		for ri < len(reps) && reps[ri].at.Before(r.Time) {
+			if !reps[ri].at.Before(prevWake) {
+				reported = true
+			}
 			ri++
 		}
-		if len(reps) == 0 || reps[ri].at.After(r.Time) {
+		prevWake = r.Time
+		if ri == 0 {
 			continue
 		}
-		if math.Abs(float64(r.Power-reps[ri].p)) >= thr(reps[ri].p) {
-			if runLen == 0 {
-				runStart = r.Time
-			}
-			runLen++
-			if runLen == 2 {
-				h.missedRuns++
-			}
-			if d := r.Time.Sub(runStart); runLen >= 2 && d > h.longestMiss {
-				h.longestMiss = d
-			}
+		if reported {
+			env.n, set.n = 0, 0
+		}
+		last := reps[ri-1].p
+		onEnv := near(r.Power, last)
+		for j := ri - 1; j >= 0 && !onEnv && r.Time.Sub(reps[j].at) <= duty.Envelope; j-- {
+			onEnv = near(r.Power, reps[j].p)
+		}
+		if onEnv {
+			env.n = 0
 		} else {
-			runLen = 0
+			if env.n == 0 {
+				env.first = r.Time
+			}
+			env.n++
+			if env.n == 2 {
+				h.envRuns++
+			}
+			h.envLongest = max(h.envLongest, r.Time.Sub(env.first))
+		}
+		switch {
+		case near(r.Power, last):
+			set.n = 0
+		case set.n > 0 && near(r.Power, set.level):
+			set.n++
+			if set.n == 2 {
+				h.setRuns++
+			}
+			h.setLongest = max(h.setLongest, r.Time.Sub(set.first))
+		default:
+			set.n, set.first, set.level = 1, r.Time, r.Power
 		}
 	}
 	return h
 }
 
+func (h measured) log(t *testing.T, what string, always float64, dur time.Duration) dutycycle.Estimate {
+	t.Helper()
+	est := dutycycle.ESP32Profile().Estimate(h.counts, 5*time.Second)
+	hours := dur.Hours()
+	saved := 100 * (1 - float64(h.messages)/(always*hours))
+	t.Logf("%s: %.1f telemetry msg/h (%v) vs %.0f always-on = %.1f %% fewer; + %.1f event msg/h; %d checks, %d confirms, changes %d (%d at a 2nd wake off the envelope, %d back on an older plateau), %d heartbeats; est. %.2f mA avg, battery %.1f days (always-on %.1f mA, %.1f days); off the envelope at 2+ wakes: %d runs, longest %v; settled off the last report at 2+ wakes: %d runs, longest %v; energy: ledger %v, meter %v",
+		what, float64(h.messages)/hours, h.states, always, saved, float64(h.events)/hours, h.counts.Checks, h.counts.Confirms,
+		h.counts.Changes, h.counts.Persisted, h.counts.Returned, h.counts.Heartbeats,
+		est.AvgMA, est.BatteryLife.Hours()/24, est.AlwaysOnMA, est.AlwaysOnLife.Hours()/24,
+		h.envRuns, h.envLongest, h.setRuns, h.setLongest, h.ledger, h.meter)
+	if h.ledger != h.meter || h.lastTotal != h.lastCtr {
+		t.Errorf("%s: energy totals not exact: ledger %v meter %v, last report total %v counter %v", what, h.ledger, h.meter, h.lastTotal, h.lastCtr)
+	}
+	if h.envLongest > 5*time.Second {
+		t.Errorf("%s: the load was off the reported envelope for %v without a report (more than one wake period)", what, h.envLongest)
+	}
+	return est
+}
+
 // TestReferenceHour measures the duty cycle over loadsim's reference hour
-// against an always-on agent that reports every wake: messages, the
-// estimated ESP32 average current, changes left unreported, and energy
-// totals, for several change thresholds. The figures go to docs/AGENT.md:
+// (a dense stress test of every behaviour) against an always-on agent that
+// reports every wake: messages, the estimated ESP32 average current,
+// changes left unreported, and energy totals, for several change
+// thresholds. The figures go to docs/AGENT.md:
 //
-//	go test ./internal/agent -run TestReferenceHour -v
+//	go test ./internal/agent -run 'TestReference(Hour|Day)' -v
 func TestReferenceHour(t *testing.T) {
-	var always hour
-	synctest.Test(t, func(t *testing.T) { always = referenceHour(t, true, 1, 0.5) })
+	var always measured
+	synctest.Test(t, func(t *testing.T) { always = measure(t, "reference", time.Hour, true, 1, 0.5) })
 	if always.messages < 700 || always.ledger != always.meter {
 		t.Fatalf("always-on: %d messages, ledger %v, meter %v", always.messages, always.ledger, always.meter)
 	}
@@ -123,22 +196,40 @@ func TestReferenceHour(t *testing.T) {
 		thresholds = thresholds[:1]
 	}
 	for _, c := range thresholds {
-		var duty hour
-		synctest.Test(t, func(t *testing.T) { duty = referenceHour(t, false, c.w, c.pct) })
-		est := dutycycle.ESP32Profile().Estimate(duty.counts, 5*time.Second)
-		msgs := duty.messages + duty.events
-		saved := 100 * (1 - float64(msgs)/float64(alwaysMsgs))
-		savedTele := 100 * (1 - float64(duty.messages)/float64(always.messages))
-		t.Logf("threshold max(%v, %g %%): %d telemetry (%v; %.1f %% fewer) + %d event messages/h = %.1f %% fewer in all; %d checks, %d confirms; est. %.2f mA avg, battery %v; deviations unreported at 2+ consecutive wakes: %d (longest %v)",
-			c.w, c.pct, duty.messages, duty.states, savedTele, duty.events, saved, duty.counts.Checks, duty.counts.Confirms,
-			est.AvgMA, est.BatteryLife.Round(time.Hour), duty.missedRuns, duty.longestMiss)
-		if duty.ledger != duty.meter || duty.lastTotal != duty.lastCtr {
-			t.Errorf("energy totals not exact: ledger %v meter %v, last report total %v counter %v", duty.ledger, duty.meter, duty.lastTotal, duty.lastCtr)
-		}
-		if msgs >= prev {
+		var duty measured
+		synctest.Test(t, func(t *testing.T) { duty = measure(t, "reference", time.Hour, false, c.w, c.pct) })
+		duty.log(t, fmt.Sprintf("hour, threshold max(%v, %g %%)", c.w, c.pct), float64(always.messages), time.Hour)
+		if msgs := duty.messages + duty.events; msgs >= prev {
 			t.Errorf("a larger threshold sent more messages (%d >= %d)", msgs, prev)
+		} else {
+			prev = msgs
 		}
-		prev = msgs
+	}
+}
+
+// TestReferenceDay measures the default duty cycle over loadsim's
+// reference day (a maker's workshop: 14 h of standby, a working day with
+// the seed appliances) through the same agent path as TestReferenceHour.
+// Always-on sends one report per wake (720 an hour, as TestReferenceHour
+// shows); it is run over the whole day only with LOADWATCH_LONG set.
+func TestReferenceDay(t *testing.T) {
+	const day = 24 * time.Hour
+	var duty measured
+	synctest.Test(t, func(t *testing.T) { duty = measure(t, loadsim.ReferenceDayText, day, false, 1, 0.5) })
+	always := 720.0
+	if os.Getenv("LOADWATCH_LONG") != "" {
+		var a measured
+		synctest.Test(t, func(t *testing.T) { a = measure(t, loadsim.ReferenceDayText, day, true, 1, 0.5) })
+		always = float64(a.messages) / day.Hours()
+		t.Logf("always-on over the day: %d telemetry + %d event messages", a.messages, a.events)
+	}
+	est := duty.log(t, "day, threshold max(1 W, 0.5 %)", always, day)
+	t.Logf("telemetry readings by hour of the day: %v", duty.perHour)
+	if saved := 100 * (1 - float64(duty.messages)/(always*day.Hours())); saved < 90 {
+		t.Errorf("the day saved only %.1f %% of the telemetry messages (target 90 %%)", saved)
+	}
+	if est.AvgMA <= 0 || est.AvgMA >= est.AlwaysOnMA/5 {
+		t.Errorf("estimate %v", est)
 	}
 }
 

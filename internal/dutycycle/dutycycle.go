@@ -175,8 +175,8 @@ type Machine struct {
 	levels     []level // reported powers inside the envelope, oldest first
 	confirming bool
 	pending    bool        // the last check was off the envelope, its confirm on it
-	stayP      power.Watts // the older plateau the last checks sat on
-	stayN      int         // how many consecutive checks sat on stayP
+	stayP      power.Watts // the first of the checks that sat on an older plateau
+	stayN      int         // how many consecutive checks sat within the threshold of stayP
 	cycles     int         // wakes since the last full wake
 	wakeAt     time.Time   // the current slot on the wake grid
 	counts     Counts
@@ -237,22 +237,21 @@ func (m *Machine) inWindow(l level, t time.Time) bool {
 }
 
 // explain says whether r lies within the threshold of the last reported
-// power (latest), or else of another power of the envelope (older, which
-// is returned). A reading without power, or nothing reported with power
+// power (latest), or else of another power of the envelope. A reading without power, or nothing reported with power
 // yet, is explained: nothing can be compared, so only heartbeats report it.
-func (m *Machine) explain(r power.Reading) (ok, latest bool, older power.Watts) {
+func (m *Machine) explain(r power.Reading) (ok, latest bool) {
 	if !r.Is(power.FieldPower) || !m.reported.Is(power.FieldPower) {
-		return true, true, 0
+		return true, true
 	}
 	if m.near(r.Power, m.reported.Power) {
-		return true, true, 0
+		return true, true
 	}
 	for i := len(m.levels) - 1; i >= 0; i-- {
 		if l := m.levels[i]; m.inWindow(l, r.Time) && m.near(r.Power, l.p) {
-			return true, false, l.p
+			return true, false
 		}
 	}
-	return false, false, 0
+	return false, false
 }
 
 // advance moves the wake slot past now, keeping the grid (no drift; slots
@@ -308,9 +307,10 @@ func (m *Machine) sleep() Decision {
 //   - a check off the envelope right after such a spike-or-pulse is
 //     reported at once: the load has been off its envelope at two
 //     consecutive wakes, one wake period apart;
-//   - a check that sits on the same older plateau of the envelope, and
-//     not on the last reported power, for Stay consecutive wakes is
-//     reported: the load went back to an earlier level and stayed.
+//   - a check that is not on the last reported power but within the
+//     threshold of the checks before it for Stay consecutive wakes is
+//     reported: the load settled on a level other than the reported one
+//     (typically back on an older plateau of the envelope) and stayed.
 func (m *Machine) Observe(r power.Reading) Decision {
 	if r.Time.After(m.counts.End) {
 		m.counts.End = r.Time
@@ -318,7 +318,7 @@ func (m *Machine) Observe(r power.Reading) Decision {
 	if m.confirming {
 		m.confirming = false
 		m.counts.Confirms++
-		if ok, _, _ := m.explain(r); !ok {
+		if ok, _ := m.explain(r); !ok {
 			return m.report(r, ReasonChange)
 		}
 		m.pending = true
@@ -333,27 +333,27 @@ func (m *Machine) Observe(r power.Reading) Decision {
 	if !m.hasRep {
 		return m.report(r, ReasonChange) // the first reading sets the baseline
 	}
-	ok, latest, older := m.explain(r)
+	ok, latest := m.explain(r)
 	pending := m.pending
 	m.pending = false
+	switch {
+	case latest:
+		m.stayN = 0
+	case m.stayN > 0 && m.near(r.Power, m.stayP):
+		m.stayN++
+	default:
+		m.stayP, m.stayN = r.Power, 1
+	}
 	switch {
 	case !ok && pending:
 		m.counts.Persisted++
 		return m.report(r, ReasonChange)
-	case !ok:
-		m.stayN = 0
-		m.confirming = true
-		return Decision{Action: Confirm, Next: m.Next(), Radio: m.cfg.AlwaysOn}
-	case latest:
-		m.stayN = 0
-	case m.stayN > 0 && older == m.stayP:
-		m.stayN++
-	default:
-		m.stayP, m.stayN = older, 1
-	}
-	if m.stayN >= m.cfg.Stay {
+	case m.stayN >= m.cfg.Stay:
 		m.counts.Returned++
 		return m.report(r, ReasonChange)
+	case !ok:
+		m.confirming = true
+		return Decision{Action: Confirm, Next: m.Next(), Radio: m.cfg.AlwaysOn}
 	}
 	if m.cycles >= m.cfg.Heartbeat {
 		return m.report(r, ReasonHeartbeat)
