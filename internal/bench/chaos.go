@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"time"
 )
@@ -159,6 +158,7 @@ func RunChaos(ctx context.Context, o ChaosOptions) (ChaosReport, error) {
 	}
 
 	p0, _ := e.proc()
+	g0, _ := ReadProc(os.Getpid())
 	if at(0.25) {
 		restartServer("broker_stop", e.child.Stop)
 	}
@@ -199,6 +199,7 @@ func RunChaos(ctx context.Context, o ChaosOptions) (ChaosReport, error) {
 	}
 	if g, err := ReadProc(os.Getpid()); err == nil {
 		rep.GeneratorRSS = g.RSS
+		rep.GeneratorCPU = 100 * (g.CPU - g0.CPU).Seconds() / el.Seconds()
 	}
 	lat := f.Latency()
 	rep.LatencyP50MS, rep.LatencyP99MS, rep.LatencyMaxMS = ms(lat.Quantile(.5)), ms(lat.Quantile(.99)), ms(lat.Max())
@@ -216,13 +217,4 @@ func RunChaos(ctx context.Context, o ChaosOptions) (ChaosReport, error) {
 	rep.ServerStarts, rep.ServerCrashes = e.child.Starts(), crashes
 	err = fill(ctx, &rep.Report, f, e.api)
 	return rep, err
-}
-
-// rejectionKeys returns the reasons in a stable order.
-func rejectionKeys(m map[string]float64) []string {
-	ks := make([]string, 0, len(m))
-	for k := range maps.Keys(m) {
-		ks = append(ks, k)
-	}
-	return sortStrings(ks)
 }

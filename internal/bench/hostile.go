@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -263,15 +262,3 @@ func (in *injector) send(ctx context.Context, kind, topic string, payload []byte
 		in.mu.Unlock()
 	}
 }
-
-// sortedKinds lists the outcome kinds in a stable order.
-func sortedKinds(m map[string]Outcome) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
-}
-
-func sortStrings(s []string) []string { sort.Strings(s); return s }
