@@ -33,8 +33,9 @@ const (
 	pMaxFeatures = (1 << pColBits) / (2 * groupRows) // packed layout limit; wider forests use the row path
 	pMaxTree     = 1 << (32 - pColBits)              // nodes per tree the packed layout allows
 
-	blockRows = 64 // rows walked through one tree before the next tree
-	groupRows = 8  // rows of a block stepped in lock-step
+	blockShift = 6
+	blockRows  = 1 << blockShift // rows walked through one tree before the next tree
+	groupRows  = 8               // rows of a block stepped in lock-step
 )
 
 type packedForest struct {
@@ -184,7 +185,7 @@ func (f *Forest) predictPacked(p *packedForest, X []float32, classes []int32, pr
 				walkGroup(tn, &s.xs[g/groupRows], s.leaf[g:g+groupRows])
 			}
 			for r := range rows {
-				ord[r] = s.leaf[r]<<6 | uint32(r)
+				ord[r] = s.leaf[r]<<blockShift | uint32(r)
 			}
 			for r := 1; r < rows; r++ { // insertion sort, 64 keys at most
 				k, q := ord[r], r
