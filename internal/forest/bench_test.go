@@ -33,6 +33,7 @@ func BenchmarkTrain(b *testing.B) {
 func BenchmarkPredict(b *testing.B) {
 	d, f := benchOnce()
 	rows := d.Rows()
+	f.Predict(d.X[:d.NFeatures]) // builds the packed layout, once per forest
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	b.ReportAllocs()
@@ -63,6 +64,7 @@ func BenchmarkPredictBatch(b *testing.B) {
 // per second of wall time and, on Linux, of that thread's CPU time (fairer
 // on a shared machine: time spent preempted does not count).
 func benchBatch(b *testing.B, f *Forest, X []float32, classes []int32, probs []float32) {
+	f.PredictBatch(X, classes, probs) // builds the packed layout, once per forest
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	b.ReportAllocs()
