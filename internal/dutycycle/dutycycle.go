@@ -21,7 +21,8 @@
 // reported costs nothing; a read off that envelope at two consecutive
 // wakes is reported at the second even when the confirming read between
 // them fell back onto a known plateau; and a load that settles on an older
-// plateau instead of the last reported one is reported after Stay wakes.
+// plateau instead of the last reported one is reported after Stay wakes
+// (2: at the second).
 // docs/AGENT.md gives the definitions and the latency of each case.
 //
 // The Machine is pure: the agent feeds it readings stamped with the time and
@@ -58,12 +59,15 @@ type Config struct {
 	// what the server can see too: the powers it received in that time. A
 	// negative Envelope compares with the last report only (the original).
 	Envelope time.Duration
-	// Stay is how many consecutive wakes a load may sit on an older
-	// plateau of the envelope, and never on the last reported power,
-	// before that is reported as a change [4: 15-20 s, longer than any
-	// thermostat or bed off-phase of the seed appliances, so a cycling
-	// load is not reported at every phase, and a steady load that went
-	// back to an earlier level is reported within Stay wakes].
+	// Stay is how many consecutive wakes a load may sit within the
+	// threshold of one level that is not the last reported power before
+	// that is reported [2: a level seen at two consecutive wakes has
+	// settled and is reported at the second, one wake period after it was
+	// first seen]. A larger Stay lets a cycling load's longer phases (a 3D
+	// printer bed off for 4-12 s, an iron idle for 3-10 s) pass unreported
+	// when they return to a plateau of the envelope, at the cost of
+	// (Stay-1) wake periods for a steady load that went back to a level
+	// reported within Envelope (docs/AGENT.md measures 2 and 4).
 	Stay     int
 	AlwaysOn bool // keep the radio on between reports
 }
@@ -91,7 +95,7 @@ func (c Config) withDefaults() Config {
 		c.Envelope = time.Duration(c.Heartbeat) * c.Wake
 	}
 	if c.Stay <= 0 {
-		c.Stay = 4
+		c.Stay = 2
 	}
 	return c
 }

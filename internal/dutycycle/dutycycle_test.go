@@ -333,23 +333,27 @@ func TestReturnToOlderLevel(t *testing.T) {
 		}
 		return power.Reading{Time: now, Power: p, Has: power.FieldPower}
 	}
-	c, sent := Simulate(Config{}, start, 4*time.Minute, meter)
-	want := []time.Duration{0, 62500 * time.Millisecond, 135 * time.Second}
-	if len(sent) != len(want) {
-		t.Fatalf("reports %+v", sent)
-	}
-	for i, s := range sent {
-		if s.Reading.Time.Sub(start) != want[i] {
-			t.Errorf("report %d at %v, want %v", i, s.Reading.Time.Sub(start), want[i])
+	for _, c := range []struct {
+		cfg  Config
+		back time.Duration // when the return to 30 W is reported
+	}{
+		{Config{}, 125 * time.Second},                     // Stay 2: at the second wake
+		{Config{Stay: 4}, 135 * time.Second},              // at the fourth
+		{Config{Envelope: -1}, 122500 * time.Millisecond}, // last report only: confirmed at once
+	} {
+		counts, sent := Simulate(c.cfg, start, 4*time.Minute, meter)
+		want := []time.Duration{0, 62500 * time.Millisecond, c.back}
+		if len(sent) != len(want) {
+			t.Fatalf("%+v: reports %+v", c.cfg, sent)
 		}
-	}
-	if c.Returned != 1 {
-		t.Fatalf("counts %+v", c)
-	}
-	// Against the last report only, the return is confirmed at once.
-	_, sent = Simulate(Config{Envelope: -1}, start, 4*time.Minute, meter)
-	if len(sent) != 3 || sent[2].Reading.Time.Sub(start) != 122500*time.Millisecond {
-		t.Fatalf("original rule: %+v", sent)
+		for i, s := range sent {
+			if s.Reading.Time.Sub(start) != want[i] {
+				t.Errorf("%+v: report %d at %v, want %v", c.cfg, i, s.Reading.Time.Sub(start), want[i])
+			}
+		}
+		if wantRet := c.cfg.Envelope >= 0; (counts.Returned == 1) != wantRet {
+			t.Errorf("%+v: counts %+v", c.cfg, counts)
+		}
 	}
 }
 
@@ -361,7 +365,7 @@ func TestReturnToOlderLevel(t *testing.T) {
 // reported in the last Envelope, and the last report) without a report in
 // between, so no such deviation lasts longer than one wake period; (2) no
 // Stay consecutive wakes sit within the threshold of each other and off
-// the last report without a report at the last of them.
+// the last report without a report at the last of them (Stay 2, 3 and 4).
 func TestEnvelopeInvariants(t *testing.T) {
 	for seed := uint64(1); seed <= 20; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 99))
@@ -408,7 +412,7 @@ func TestEnvelopeInvariants(t *testing.T) {
 			reads = append(reads, r)
 			return r
 		}
-		cfg := Config{}
+		cfg := Config{Stay: 2 + int(seed%3)}
 		c, sent := Simulate(cfg, start, 2*time.Hour, meter)
 		cfg = New(cfg, start).Config()
 		m := New(cfg, start)
