@@ -584,9 +584,7 @@ func (a *Agent) process(ctx context.Context, d *device, r power.Reading, dueDuty
 	if d.feat != nil {
 		vals := make(map[string]float64, len(d.fbuf))
 		for i, v := range d.fbuf {
-			// "v" is reserved in the features object (its version); the
-			// voltage feature is the reading's own "voltage".
-			if f := float64(v); !math.IsNaN(f) && !math.IsInf(f, 0) && d.fnames[i] != "v" {
+			if f := float64(v); !math.IsNaN(f) && !math.IsInf(f, 0) {
 				vals[d.fnames[i]] = f
 			}
 		}
@@ -607,8 +605,7 @@ func (a *Agent) process(ctx context.Context, d *device, r power.Reading, dueDuty
 }
 
 // FeaturesVersion is the "v" of the features object: 1 is feature set lw1
-// with NaN (unmeasured) values left out and the feature "v" (voltage, a
-// name the wire contract reserves) sent only as the reading's "voltage".
+// with NaN (unmeasured) values left out.
 const FeaturesVersion = 1
 
 func (a *Agent) saveLedger(d *device) {

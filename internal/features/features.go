@@ -41,7 +41,7 @@ const (
 var ErrUnknownSet = errors.New("unknown feature set")
 
 var lw1Names = []string{
-	"p", "i", "v", "pf", "f",
+	"p", "i", "vrms", "pf", "f",
 	"p_norm", "s", "q",
 	"dp", "dq", "dv",
 	"p_mean_10s", "p_min_10s", "p_max_10s", "p_std_10s",

@@ -87,7 +87,7 @@ func TestInstantaneous(t *testing.T) {
 		name string
 		want float64
 	}{
-		{"p", 400}, {"i", 2}, {"v", 220}, {"pf", 400.0 / 440}, {"f", 50},
+		{"p", 400}, {"i", 2}, {"vrms", 220}, {"pf", 400.0 / 440}, {"f", 50},
 		{"p_norm", 400 * (230.0 / 220) * (230.0 / 220)},
 		{"s", s}, {"q", q},
 		{"dp", 200}, {"dq", q - q0}, {"dv", -10},
@@ -113,7 +113,7 @@ func TestInstantaneous(t *testing.T) {
 func TestMissingColumnsAreNaN(t *testing.T) {
 	e, _ := New(SetLW1, Config{})
 	o := push(t, e, []power.Reading{pOnly(0, 10), pOnly(2, 12)})[1]
-	for _, name := range []string{"i", "v", "pf", "f", "p_norm", "s", "q", "dq", "dv", "e_rate"} {
+	for _, name := range []string{"i", "vrms", "pf", "f", "p_norm", "s", "q", "dq", "dv", "e_rate"} {
 		if v := o[idx(t, name)]; !math.IsNaN(float64(v)) {
 			t.Errorf("%s = %v, want NaN for a power-only stream", name, v)
 		}
