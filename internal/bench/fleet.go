@@ -101,6 +101,8 @@ type device struct {
 	off   time.Duration
 	rng   *rand.Rand
 
+	flushMu sync.Mutex // held while the device sends (d.buf, dialling)
+
 	mu       sync.Mutex
 	outbox   []rec // not sent or sent and returned; in order of n
 	inflight int   // readings in flight
@@ -350,9 +352,24 @@ func (d *device) tick() {
 	d.read(time.Now())
 	due := len(d.outbox) >= d.f.cfg.Batch
 	d.mu.Unlock()
-	if due {
-		d.flush(d.f.ctx, false)
+	if !due {
+		return
 	}
+	if !d.f.cfg.DutyCycled {
+		d.flush(d.f.ctx, false)
+		return
+	}
+	// A duty-cycled agent keeps sampling while its network side wakes,
+	// connects, sends and disconnects.
+	if !d.flushMu.TryLock() {
+		return // still awake from the last report
+	}
+	d.f.wg.Add(1)
+	go func() {
+		defer d.f.wg.Done()
+		defer d.flushMu.Unlock()
+		d.flushLocked(d.f.ctx, false)
+	}()
 }
 
 // read appends a reading at now to the outbox; d.mu is held.
@@ -388,6 +405,13 @@ func (d *device) read(now time.Time) {
 // backlog) over the device's connection, dialling one if needed. With
 // drain it also sends a partial batch.
 func (d *device) flush(ctx context.Context, drain bool) {
+	d.flushMu.Lock()
+	defer d.flushMu.Unlock()
+	d.flushLocked(ctx, drain)
+}
+
+// flushLocked is flush with d.flushMu held (one sender per device).
+func (d *device) flushLocked(ctx context.Context, drain bool) {
 	duty := d.f.cfg.DutyCycled
 	for {
 		d.mu.Lock()

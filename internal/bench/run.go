@@ -137,6 +137,7 @@ type Report struct {
 	StoredUnacked     uint64  `json:"readings_stored_unacknowledged"`
 	Messages          uint64  `json:"messages_sent"`
 	LateTicks         uint64  `json:"late_ticks"` // readings not taken because a device's publisher was behind
+	Connects          uint64  `json:"connects"`   // CONNECTs sent (including the first ones)
 	Gaps              []Gap   `json:"gaps,omitempty"`
 
 	LatencyP50MS float64 `json:"latency_p50_ms"`
@@ -309,6 +310,7 @@ func fill(ctx context.Context, rep *Report, f *Fleet, api *API) error {
 	rep.ReadingsSent, rep.ReadingsAcked, rep.ReadingsRefused = st.ReadingsSent, st.ReadingsAcked, st.ReadingsRefused
 	rep.ReadingsDead, rep.ReadingsResent, rep.Messages, rep.LateTicks = st.ReadingsDeadLettered, st.ReadingsResent, st.Messages, st.LateTicks
 	rep.ReadingsUnacked = uint64(f.Held())
+	rep.Connects = st.Dials
 	rc, err := f.Reconcile(ctx, api)
 	if err != nil {
 		return err
