@@ -195,11 +195,20 @@ var (
 
 // AppendError reports samples of a batch that were refused. All other samples
 // of the batch were stored. errors.Is(err, ErrConflict) etc. tell the cause of
-// the first refusal.
+// the first refusal; Refusals lists every refused sample, so that a caller
+// that appends several callers' samples in one batch (ingest's group commit)
+// can hand each its own refusals.
 type AppendError struct {
-	Refused int   // samples not stored
-	First   error // cause of the first refusal
-	Index   int   // index in the batch of the first refused sample
+	Refused  int       // samples not stored
+	First    error     // cause of the first refusal
+	Index    int       // index in the batch of the first refused sample
+	Refusals []Refusal // every refused sample, by increasing index
+}
+
+// Refusal is one refused sample of a batch.
+type Refusal struct {
+	Index int   // index in the batch
+	Err   error // why (errors.Is ErrConflict, ErrTooOld, ErrInvalid, or another cause)
 }
 
 func (e *AppendError) Error() string {
@@ -222,13 +231,12 @@ func (s *Store) Append(ctx context.Context, batch []Sample) error {
 	}
 	app := s.db.Appender(ctx)
 	var aerr *AppendError
-	var refused []int
 	refuse := func(i int, err error) {
 		if aerr == nil {
 			aerr = &AppendError{First: err, Index: i}
 		}
 		aerr.Refused++
-		refused = append(refused, i)
+		aerr.Refusals = append(aerr.Refusals, Refusal{Index: i, Err: err})
 	}
 	var key []byte
 	var pending []pendingRef
@@ -269,12 +277,13 @@ func (s *Store) Append(ctx context.Context, batch []Sample) error {
 		s.mu.Unlock()
 	}
 	if rw := s.opts.RemoteWrite; rw != nil {
-		if len(refused) == 0 {
+		if aerr == nil {
 			rw.Enqueue(batch)
 		} else {
-			kept := make([]Sample, 0, len(batch)-len(refused))
+			kept := make([]Sample, 0, len(batch)-aerr.Refused)
+			refused := aerr.Refusals
 			for i, smp := range batch {
-				if len(refused) > 0 && refused[0] == i {
+				if len(refused) > 0 && refused[0].Index == i {
 					refused = refused[1:]
 					continue
 				}

@@ -189,6 +189,53 @@ func TestAppendIdempotentAndConflicts(t *testing.T) {
 	}
 }
 
+// TestAppendErrorListsEveryRefusal: a batch that mixes several devices'
+// samples (as ingest's group commit appends them) reports every refused
+// sample with its index and cause, and stores all the others.
+func TestAppendErrorListsEveryRefusal(t *testing.T) {
+	s := openTest(t, Options{})
+	ctx := context.Background()
+	if err := s.Append(ctx, []Sample{
+		{Metric: MetricPower, Labels: dev("a"), T: base, V: 1},
+		{Metric: MetricPower, Labels: dev("b"), T: base, V: 2},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Append(ctx, []Sample{
+		{Metric: MetricPower, Labels: dev("c"), T: base, V: 3},                                        // stored
+		{Metric: MetricPower, Labels: dev("a"), T: base, V: 9},                                        // conflict
+		{Metric: MetricPower, Labels: dev("d"), T: base, V: 4},                                        // stored
+		{Metric: MetricPower, Labels: dev("b"), T: base - int64(25*time.Hour/time.Millisecond), V: 5}, // too old
+		{Metric: "bad metric", Labels: dev("e"), T: base, V: 6},                                       // invalid
+		{Metric: MetricPower, Labels: dev("b"), T: base + 1000, V: 7},                                 // stored
+	})
+	var ae *AppendError
+	if !errors.As(err, &ae) || ae.Refused != 3 || ae.Index != 1 || !errors.Is(err, ErrConflict) {
+		t.Fatalf("append: %v", err)
+	}
+	want := []struct {
+		i   int
+		err error
+	}{{1, ErrConflict}, {3, ErrTooOld}, {4, ErrInvalid}}
+	if len(ae.Refusals) != len(want) {
+		t.Fatalf("refusals %+v, want %d", ae.Refusals, len(want))
+	}
+	for k, w := range want {
+		if r := ae.Refusals[k]; r.Index != w.i || !errors.Is(r.Err, w.err) {
+			t.Errorf("refusal %d: %+v, want index %d %v", k, r, w.i, w.err)
+		}
+	}
+	m := labels.MustNewMatcher(labels.MatchEqual, "__name__", MetricPower)
+	if got := countSamples(t, s, m); len(got) != 2 { // timestamps base and base+1000
+		t.Fatalf("timestamps %v", got)
+	}
+	for id, n := range map[string]int{"a": 1, "b": 2, "c": 1, "d": 1} {
+		if got := countSamples(t, s, m, labels.MustNewMatcher(labels.MatchEqual, LabelDevice, id)); len(got) != n {
+			t.Errorf("device %s: %v, want %d samples", id, got, n)
+		}
+	}
+}
+
 func TestAppendInvalid(t *testing.T) {
 	s := openTest(t, Options{})
 	for _, smp := range []Sample{

@@ -1,0 +1,206 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	"loadwatch/internal/store"
+)
+
+// maxGroupSamples bounds the samples of one group commit (a group holds at
+// least one message whatever its size). 16,384 samples are about 2,000
+// single readings, a few milliseconds of appending.
+const maxGroupSamples = 1 << 14
+
+// committer appends the samples of concurrent messages to the store in one
+// Store.Append, so one TSDB commit and one WAL record cover many devices'
+// messages (group commit). Every message (a device's batch of samples) is
+// still appended exactly once and gets its own answer: an *AppendError is
+// split by sample index, so a conflict or a too-old sample refuses only the
+// message it belongs to, and a failure of the whole append (the commit)
+// fails every message of the group, each of which is then retried by its
+// device.
+//
+// There is no goroutine of its own. A caller that finds no append running
+// appends its samples at once (no added latency when the queue is idle);
+// callers that arrive while an append runs queue up, and when it ends the
+// first of them is woken to append everything that accumulated meanwhile,
+// while the finished group's callers return.
+//
+// Callers hold their device's lock while they wait, so a group never holds
+// two messages of one device, hence never two samples of one series from
+// different messages.
+type committer struct {
+	st Store
+
+	mu    sync.Mutex
+	queue []*commitReq // waiting, oldest first
+	busy  bool         // a leader is appending
+	buf   []store.Sample
+
+	appends, messages atomic.Uint64
+}
+
+type commitReq struct {
+	samples []store.Sample
+	// wake gets exactly one value: true when this request must lead the
+	// next group, false when its group was appended (err is set).
+	wake  chan bool
+	err   error
+	lead  bool // mu: designated leader
+	taken bool // mu: in a group being appended
+}
+
+// append stores samples as one message and returns its own result (nil,
+// an *store.AppendError for its refused samples, or the error of the whole
+// append). A message whose ctx ends before its group is taken is not
+// appended and gets ctx's error; once taken, it waits for the append.
+func (c *committer) append(ctx context.Context, samples []store.Sample) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r := &commitReq{samples: samples, wake: make(chan bool, 1)}
+	c.mu.Lock()
+	c.queue = append(c.queue, r)
+	if !c.busy {
+		c.busy = true
+		return c.lead(ctx, r) // unlocks c.mu
+	}
+	c.mu.Unlock()
+	var lead bool
+	select {
+	case lead = <-r.wake:
+	case <-ctx.Done():
+		c.mu.Lock()
+		if !r.taken && !r.lead {
+			c.remove(r)
+			c.mu.Unlock()
+			return ctx.Err()
+		}
+		c.mu.Unlock()
+		lead = <-r.wake
+	}
+	if !lead {
+		return r.err
+	}
+	c.mu.Lock()
+	return c.lead(ctx, r)
+}
+
+// lead appends the group that starts with r (the oldest waiting request),
+// hands the lead to the next waiting request, releases the group and
+// returns r's result. c.mu is held on entry and released.
+func (c *committer) lead(ctx context.Context, r *commitReq) error {
+	var own error
+	if err := ctx.Err(); err != nil {
+		c.remove(r) // not taken: give up r, still append the others
+		own = err
+	}
+	var group []*commitReq
+	n := 0
+	for _, q := range c.queue {
+		if len(group) > 0 && n+len(q.samples) > maxGroupSamples {
+			break
+		}
+		q.taken = true
+		group = append(group, q)
+		n += len(q.samples)
+	}
+	c.queue = append(c.queue[:0], c.queue[len(group):]...)
+	c.mu.Unlock()
+
+	if len(group) > 0 {
+		c.appendGroup(context.WithoutCancel(ctx), group, n)
+	}
+
+	c.mu.Lock()
+	if len(c.queue) > 0 {
+		next := c.queue[0]
+		next.lead = true
+		next.wake <- true
+	} else {
+		c.busy = false
+	}
+	c.mu.Unlock()
+	for _, q := range group {
+		if q != r {
+			q.wake <- false
+		}
+	}
+	if own != nil {
+		return own
+	}
+	return r.err
+}
+
+// remove drops r from the queue; c.mu is held.
+func (c *committer) remove(r *commitReq) {
+	for i, q := range c.queue {
+		if q == r {
+			c.queue = append(c.queue[:i], c.queue[i+1:]...)
+			return
+		}
+	}
+}
+
+// appendGroup appends the samples of group (n in all) and sets each
+// request's err. Only the leader runs it, so c.buf is its own.
+func (c *committer) appendGroup(ctx context.Context, group []*commitReq, n int) {
+	c.appends.Add(1)
+	c.messages.Add(uint64(len(group)))
+	if len(group) == 1 {
+		group[0].err = c.st.Append(ctx, group[0].samples)
+		return
+	}
+	batch := c.buf[:0]
+	for _, q := range group {
+		batch = append(batch, q.samples...)
+	}
+	err := c.st.Append(ctx, batch)
+	clear(batch) // keep no label references
+	c.buf = batch[:0]
+	var ae *store.AppendError
+	switch {
+	case err == nil:
+	case errors.As(err, &ae) && len(ae.Refusals) == ae.Refused && ae.Refused > 0:
+		split(ae.Refusals, group)
+	case ae != nil:
+		// A store that does not say which samples it refused: append
+		// every message alone (samples already stored are taken again
+		// without a second copy) so that each gets its own answer.
+		for _, q := range group {
+			q.err = c.st.Append(ctx, q.samples)
+		}
+	default:
+		for _, q := range group { // the append as a whole failed
+			q.err = err
+		}
+	}
+}
+
+// split hands each request of group the refusals (sorted by index into the
+// group's concatenated samples) that fall on its own samples, re-indexed
+// into them, as the *store.AppendError an Append of its samples alone
+// would have returned.
+func split(refusals []store.Refusal, group []*commitReq) {
+	off := 0
+	for _, q := range group {
+		end := off + len(q.samples)
+		var mine *store.AppendError
+		for len(refusals) > 0 && refusals[0].Index < end {
+			rf := store.Refusal{Index: refusals[0].Index - off, Err: refusals[0].Err}
+			refusals = refusals[1:]
+			if mine == nil {
+				mine = &store.AppendError{First: rf.Err, Index: rf.Index}
+			}
+			mine.Refused++
+			mine.Refusals = append(mine.Refusals, rf)
+		}
+		if mine != nil {
+			q.err = mine
+		}
+		off = end
+	}
+}
