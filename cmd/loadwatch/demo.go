@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"loadwatch/internal/demo"
+	"loadwatch/internal/server"
 )
 
 // demoCmd is `loadwatch demo`: the server, its embedded broker and four
@@ -17,6 +18,8 @@ type demoCmd struct {
 	MQTT     string     `name:"mqtt" default:"127.0.0.1:1883" help:"Embedded MQTT broker TCP listen address."`
 	Data     string     `name:"data" type:"path" placeholder:"DIR" help:"Keep the data in DIR (created if needed; reused next time). Default: a temporary directory, removed at exit."`
 	LogLevel slog.Level `name:"log-level" default:"warn" help:"Log level of the server and the agents: debug, info, warn, error."`
+	// The same integrations as serve; the demo's dashboard reads are open.
+	integrationFlags
 
 	// test hooks
 	out     io.Writer
@@ -37,9 +40,14 @@ func (c *demoCmd) Run(ctx context.Context) error {
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel}))
+	sc := server.Config{Logger: log}
+	if err := c.apply(&sc); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
 	d, err := demo.New(demo.Config{
-		DataDir: dir, HTTPAddr: c.HTTP, MQTTAddr: c.MQTT, Out: out,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel})),
+		DataDir: dir, HTTPAddr: c.HTTP, MQTTAddr: c.MQTT, Out: out, Logger: log,
+		DashboardFunc: sc.DashboardFunc, Notifiers: sc.Notifiers, Services: sc.Services,
 	})
 	if err != nil {
 		return err

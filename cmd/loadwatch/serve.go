@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"loadwatch/internal/server"
+	"loadwatch/internal/server/wiring"
 
 	"github.com/alecthomas/kong"
 )
@@ -35,8 +36,26 @@ type serveCmd struct {
 	MaxBytes     int64           `name:"max-bytes" env:"LOADWATCH_MAX_BYTES" help:"Store size limit in bytes (0: none)."`
 	RemoteWrite  string          `name:"remote-write" env:"LOADWATCH_REMOTE_WRITE" help:"Prometheus remote_write URL that also receives every stored sample."`
 	DeviceRate   float64         `name:"device-rate" env:"LOADWATCH_DEVICE_RATE" help:"Messages per second a device may send before it gets 0x97 quota exceeded (0: no limit)."`
-	AuthRead     bool            `name:"auth-read" env:"LOADWATCH_AUTH_READ" help:"Require an API token for reads too (writes always need one)."`
+	AuthRead     bool            `name:"auth-read" env:"LOADWATCH_AUTH_READ" help:"Require an API token for reads too, and a sign-in on the dashboard (writes always need one)."`
 	LogLevel     slog.Level      `name:"log-level" default:"info" env:"LOADWATCH_LOG_LEVEL" help:"Log level: debug, info, warn, error."`
+	integrationFlags
+}
+
+// integrationFlags are the parts around the core server that serve and
+// demo share (internal/server/wiring).
+type integrationFlags struct {
+	Tariff          string `name:"tariff" env:"LOADWATCH_TARIFF" placeholder:"TEXT" help:"Energy price on the dashboard: 'DEFAULT [CURRENCY] [; [DAYS] HH:MM-HH:MM PRICE]...' per kWh, e.g. '0.30 EUR; 22:00-06:00 0.18' (empty: no prices)."`
+	TariffZone      string `name:"tariff-zone" env:"LOADWATCH_TARIFF_ZONE" placeholder:"ZONE" help:"Time zone of the tariff's clock, e.g. Europe/Berlin (default: the server's local zone)."`
+	Alerts          string `name:"alerts" type:"existingfile" env:"LOADWATCH_ALERTS" placeholder:"FILE" help:"Alerts configuration (JSON: webhook and ntfy targets, rules; see docs/INTEGRATIONS.md); events and rule breaches are posted to its targets."`
+	HASS            bool   `name:"hass" negatable:"" env:"LOADWATCH_HASS" help:"Announce every device to Home Assistant through MQTT discovery, with its states and the relay as a switch."`
+	HASSPrefix      string `name:"hass-prefix" default:"homeassistant" env:"LOADWATCH_HASS_PREFIX" help:"Home Assistant's MQTT discovery prefix (with --hass)."`
+	InsecureCookies bool   `name:"insecure-cookies" env:"LOADWATCH_INSECURE_COOKIES" help:"Send the dashboard's session cookie without the Secure flag, for a sign-in over plain HTTP on a LAN (browsers keep Secure cookies only over HTTPS or on localhost). Prefer --tls-cert."`
+}
+
+// apply adds the dashboard and the chosen integrations to cfg.
+func (f *integrationFlags) apply(cfg *server.Config) error {
+	return wiring.Apply(cfg, wiring.Options{Tariff: f.Tariff, TariffZone: f.TariffZone, InsecureCookies: f.InsecureCookies,
+		AlertsFile: f.Alerts, HASS: f.HASS, HASSPrefix: f.HASSPrefix})
 }
 
 // serveConfigFile is the --config flag: a JSON file whose values fill the
@@ -75,7 +94,11 @@ func (c *serveCmd) config() server.Config {
 }
 
 func (c *serveCmd) Run(ctx context.Context) error {
-	s, err := server.New(c.config())
+	cfg := c.config()
+	if err := c.apply(&cfg); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	s, err := server.New(cfg)
 	if err != nil {
 		return err
 	}

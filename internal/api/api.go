@@ -1,7 +1,7 @@
 // Package api is loadwatch's HTTP API: devices, events (with a live SSE
 // stream), commands to devices with their acknowledgements, the
 // Prometheus-compatible query API (internal/promapi), the classifier's
-// predict endpoints, OTA, and /metrics.
+// predict endpoints, OTA, the live backup, and /metrics.
 //
 // Write operations (commands, OTA promote/halt) need an API token with the
 // right scope (Authorization: Bearer lwt_...); reads need one with scope
@@ -63,6 +63,9 @@ type Config struct {
 	// OTADevice serves /ota/v1/ (it authenticates devices itself);
 	// OTAAPI serves /api/v1/ota/ behind API tokens (GET: read, else ota).
 	OTADevice, OTAAPI http.Handler
+	// Backup serves POST /api/v1/admin/backup (backup.Handler, which
+	// checks for an admin token itself); nil leaves it out.
+	Backup http.Handler
 	// Dashboard serves everything else under / (nil: 404).
 	Dashboard http.Handler
 	// Metrics is the registry /metrics serves (nil: no /metrics).
@@ -127,6 +130,9 @@ func New(cfg Config) (*API, error) {
 	if cfg.OTAAPI != nil {
 		m.Handle("GET /api/v1/ota/", a.auth(registry.ScopeRead, a.cfg.AuthRead, cfg.OTAAPI))
 		m.Handle("POST /api/v1/ota/", a.auth(registry.ScopeOTA, true, cfg.OTAAPI))
+	}
+	if cfg.Backup != nil {
+		m.Handle("POST /api/v1/admin/backup", cfg.Backup)
 	}
 	if cfg.Metrics != nil {
 		m.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{Registry: cfg.Metrics}))

@@ -59,11 +59,14 @@ type Config struct {
 	// [DefaultWake, DefaultHeartbeat].
 	Wake      time.Duration
 	Heartbeat int
-	// Dashboard, DashboardFunc and Notifiers are handed to the server
-	// (server.Config), so the demo serves the same dashboard as serve.
+	// Dashboard, DashboardFunc, Notifiers and Services are handed to the
+	// server (server.Config), so the demo serves the same dashboard and
+	// integrations as serve (cmd/loadwatch fills them through
+	// internal/server/wiring).
 	Dashboard     http.Handler
 	DashboardFunc func(ctx context.Context, p server.Parts) (http.Handler, error)
 	Notifiers     []ingest.Notifier
+	Services      []server.Service
 	// Logger receives the server's and the agents' logs [warnings and
 	// errors to stderr]. Out receives what the demo prints: addresses,
 	// credentials, agents and their events as they arrive [os.Stdout].
@@ -117,7 +120,7 @@ func New(cfg Config) (*Demo, error) {
 	}
 	srv, err := server.New(server.Config{
 		DataDir: cfg.DataDir, HTTPAddr: cfg.HTTPAddr, MQTTAddr: cfg.MQTTAddr,
-		Dashboard: cfg.Dashboard, DashboardFunc: cfg.DashboardFunc, Notifiers: cfg.Notifiers,
+		Dashboard: cfg.Dashboard, DashboardFunc: cfg.DashboardFunc, Notifiers: cfg.Notifiers, Services: cfg.Services,
 		Logger: cfg.Logger, Out: cfg.Out,
 	})
 	if err != nil {

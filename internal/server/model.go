@@ -27,11 +27,7 @@ var DefaultModelConfig = forest.Config{Trees: 40, MinSamplesLeaf: 5, MinSamplesS
 // configured: features lw1 over loadsim's synthetic labelled dataset (its
 // seed appliances and their combinations, 2452 rows at 1 s).
 func TrainDefaultModel(ctx context.Context) (*forest.Model, error) {
-	var rows []readingscsv.Row
-	err := loadsim.Dataset(loadsim.DatasetConfig{Seed: DefaultModelSeed}, func(r loadsim.Row) error {
-		rows = append(rows, readingscsv.Row{Device: "loadsim", Reading: r.Reading, Label: r.Label, Line: len(rows) + 2})
-		return nil
-	})
+	rows, err := DefaultDataset(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -58,6 +54,25 @@ func TrainDefaultModel(ctx context.Context) (*forest.Model, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// DefaultDataset returns the labelled rows the default model is trained
+// on (loadsim's synthetic dataset, seed DefaultModelSeed), as one device
+// "loadsim". The dashboard's retraining adds them to the labelled spans
+// (web.Parts.Bundled), so a retrained model keeps the seed classes.
+func DefaultDataset(ctx context.Context) ([]readingscsv.Row, error) {
+	var rows []readingscsv.Row
+	err := loadsim.Dataset(loadsim.DatasetConfig{Seed: DefaultModelSeed}, func(r loadsim.Row) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rows = append(rows, readingscsv.Row{Device: "loadsim", Reading: r.Reading, Label: r.Label, Line: len(rows) + 2})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return rows, nil
 }
 
 // WriteModel writes m to path through a temporary file, fsync and rename,

@@ -25,14 +25,17 @@ import (
 	"path/filepath"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"loadwatch/internal/api"
+	"loadwatch/internal/backup"
 	"loadwatch/internal/broker"
 	"loadwatch/internal/classify"
 	"loadwatch/internal/extbroker"
 	"loadwatch/internal/forest"
 	"loadwatch/internal/ingest"
+	"loadwatch/internal/labels"
 	"loadwatch/internal/mqttc"
 	"loadwatch/internal/ota/otaserver"
 	"loadwatch/internal/ota/release"
@@ -74,9 +77,11 @@ type Config struct {
 	BrokerClientID string
 	BrokerGroup    string // shared subscription group ["loadwatch"]
 
-	// ModelFile is the classifier model (JSON). Empty: DataDir/model.json,
+	// ModelFile is the classifier model (JSON). Empty: the retrained model
+	// the dashboard last activated (DataDir/models/ACTIVE, see
+	// labels.ActiveModel) if there is one, else DataDir/model.json,
 	// trained from loadsim's synthetic dataset at first start if missing.
-	// The file is watched and reloaded when it changes.
+	// The file loaded at start is watched and reloaded when it changes.
 	ModelFile string
 	// NoModel disables classification.
 	NoModel bool
@@ -100,6 +105,11 @@ type Config struct {
 	// and the command tracker (e.g. the dashboard's relay tracker). Notify
 	// must not block.
 	Notifiers []ingest.Notifier
+	// Services run from the moment the broker is up (before Ready) until
+	// shutdown, where they stop with the broker, after HTTP; e.g. the Home
+	// Assistant bridge and the alerts dispatcher. A service that fails
+	// while the server runs shuts the server down.
+	Services []Service
 	// Logger [slog.Default()]; Out receives first-start notices (where
 	// the credentials are) [os.Stderr].
 	Logger *slog.Logger
@@ -107,7 +117,13 @@ type Config struct {
 	Now    func() time.Time
 }
 
-// Parts are the running server's pieces, for DashboardFunc.
+// Service is a long-lived part added to the server (see Config.Services).
+type Service struct {
+	Name string
+	Run  func(ctx context.Context, p Parts) error
+}
+
+// Parts are the running server's pieces, for DashboardFunc and Services.
 type Parts struct {
 	Pipeline *ingest.Pipeline     // the device table (api.Devices) and ingest counters
 	Registry *registry.Registry   //
@@ -118,15 +134,20 @@ type Parts struct {
 	OTA      http.Handler         // the OTA status/operator API (nil when OTA is off)
 	Holder   *classify.Holder     // the classifier model in use
 	Metrics  *prometheus.Registry // /metrics
-	DataDir  string
-	Now      func() time.Time
-	Log      *slog.Logger
+	// Publisher publishes over the server's MQTT connection (the embedded
+	// broker or the external-broker client); it fails until the broker is
+	// up, which it is when Services start.
+	Publisher api.Publisher
+	DataDir   string
+	Now       func() time.Time
+	Log       *slog.Logger
 }
 
 // File names inside DataDir.
 const (
 	StoreDir     = "tsdb"
 	ModelFile    = "model.json"
+	ModelsDir    = "models" // retrained models and ACTIVE (internal/labels)
 	APITokenFile = "api-token.json"
 	OTADir       = "ota"
 )
@@ -283,7 +304,10 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	if !cfg.NoModel {
 		if modelPath == "" {
 			modelPath = filepath.Join(cfg.DataDir, ModelFile)
-			if _, serr := os.Stat(modelPath); errors.Is(serr, os.ErrNotExist) {
+			if p, ok := labels.ActiveModel(filepath.Join(cfg.DataDir, ModelsDir)); ok {
+				modelPath = p
+				s.log.Info("loading the retrained model activated in the dashboard", "model", p)
+			} else if _, serr := os.Stat(modelPath); errors.Is(serr, os.ErrNotExist) {
 				start := time.Now()
 				m, terr := TrainDefaultModel(ctx)
 				if terr != nil {
@@ -304,12 +328,14 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	// Ingest.
 	bus := ingest.NewBus(0)
 	var pub api.Publisher
-	cmds := api.NewCommands(publisherFunc(func(topic string, payload []byte, retain bool, qos byte) error {
-		if pub == nil {
-			return errors.New("no broker")
+	var pubReady atomic.Bool
+	serverPub := publisherFunc(func(topic string, payload []byte, retain bool, qos byte) error {
+		if !pubReady.Load() {
+			return ErrNoBroker
 		}
 		return pub.Publish(topic, payload, retain, qos)
-	}), cfg.Now)
+	})
+	cmds := api.NewCommands(serverPub, cfg.Now)
 	pipe, err := ingest.New(ingest.Config{
 		Store:      st,
 		Classifier: holderModel{holder},
@@ -356,6 +382,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 			return fmt.Errorf("server: %w", err)
 		}
 		pub, brokerReady = xc, xc.Ready()
+		pubReady.Store(true)
 		goRun("external broker", xc.Run)
 	} else if cfg.MQTTAddr != "off" {
 		bc := broker.Config{TCPAddr: cfg.MQTTAddr, TLSAddr: cfg.MQTTTLSAddr, WSAddr: cfg.MQTTWSAddr, DataDir: cfg.DataDir, Logger: s.log}
@@ -369,6 +396,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		}
 		metrics.MustRegister(brokerCollector{brk})
 		pub, brokerReady = brk, brk.Ready()
+		pubReady.Store(true)
 		goRun("broker", brk.Run)
 	}
 	goRun("registry", reg.Run)
@@ -390,10 +418,11 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		s.log.Warn("OTA disabled", "error", err)
 	}
 	query := promapi.New(st, promapi.Options{Now: cfg.Now, Logger: s.log})
+	parts := Parts{Pipeline: pipe, Registry: reg, Store: st, Bus: bus, Commands: cmds, Query: query,
+		OTA: otaAPI, Holder: holder, Metrics: metrics, Publisher: serverPub, DataDir: cfg.DataDir, Now: cfg.Now, Log: s.log}
 	dash := cfg.Dashboard
 	if cfg.DashboardFunc != nil {
-		dash, err = cfg.DashboardFunc(runCtx, Parts{Pipeline: pipe, Registry: reg, Store: st, Bus: bus, Commands: cmds, Query: query,
-			OTA: otaAPI, Holder: holder, Metrics: metrics, DataDir: cfg.DataDir, Now: cfg.Now, Log: s.log})
+		dash, err = cfg.DashboardFunc(runCtx, parts)
 		if err != nil {
 			stopParts()
 			wg.Wait()
@@ -405,6 +434,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		Query:   query,
 		Predict: holder.PredictHandler(), LegacyPredict: holder.LegacyHandler(),
 		OTADevice: otaDev, OTAAPI: otaAPI, Dashboard: dash, Metrics: metrics,
+		Backup:   backup.Handler(cfg.DataDir, st, reg, s.log),
 		AuthRead: cfg.AuthRead, OnlineWindow: cfg.OnlineWindow, OfflineAfter: cfg.OfflineAfter,
 		Now: cfg.Now, Log: s.log,
 	})
@@ -452,6 +482,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 			return fmt.Errorf("server: %w", err)
 		case <-ctx.Done():
 		}
+	}
+	for _, svc := range cfg.Services {
+		goRun(svc.Name, func(ctx context.Context) error { return svc.Run(ctx, parts) })
 	}
 	if brk != nil {
 		mqttAddr = brk.Addr("tcp")
@@ -551,6 +584,10 @@ func (s *Server) ensureAPIToken(ctx context.Context, reg *registry.Registry) err
 	fmt.Fprintf(s.cfg.Out, "loadwatch: created an admin API token (Authorization: Bearer ...) in %s\n", path)
 	return nil
 }
+
+// ErrNoBroker is returned by Parts.Publisher before the broker is up (or
+// when the server runs without one).
+var ErrNoBroker = errors.New("server: no MQTT broker")
 
 type publisherFunc func(topic string, payload []byte, retain bool, qos byte) error
 
