@@ -43,8 +43,8 @@ import (
 // Config sets the duty cycle. Zero fields mean the defaults in brackets.
 type Config struct {
 	Wake time.Duration // wake period [5 s]
-	// The change threshold is max(ChangeW, ChangePct % of the last reported
-	// P) [1 W, 0.5 %]: 1 W is the original's; the relative part keeps the
+	// The change threshold is max(ChangeW, ChangePct % of the power
+	// compared with) [1 W, 0.5 %]: 1 W is the original's; the relative part keeps the
 	// meter's own noise (0.5 % accuracy) from counting as change at high
 	// load. A negative ChangePct disables the relative part.
 	ChangeW   power.Watts
@@ -54,10 +54,11 @@ type Config struct {
 	// follow-up read is taken [2.5 s: the meter's settling time].
 	ConfirmDelay time.Duration
 	// Envelope is how long a reported power keeps explaining later reads
-	// [Heartbeat x Wake = 5 min]: a read within the threshold of any power
-	// reported that recently (or of the last report) is no change. This is
-	// what the server can see too: the powers it received in that time. A
-	// negative Envelope compares with the last report only (the original).
+	// [Heartbeat x Wake = 5 min, following set_intervals]: a read within
+	// the threshold of any power reported that recently (or of the last
+	// report) is no change. This is what the server can see too: the
+	// powers it received in that time. A negative Envelope compares with
+	// the last report only (the original).
 	Envelope time.Duration
 	// Stay is how many consecutive wakes a load may sit within the
 	// threshold of one level that is not the last reported power before
@@ -184,19 +185,34 @@ type Machine struct {
 	cycles     int         // wakes since the last full wake
 	wakeAt     time.Time   // the current slot on the wake grid
 	counts     Counts
+	envAuto    bool // Envelope is the default, Heartbeat x Wake
 }
 
 // New returns a Machine whose first wake is at start.
 func New(cfg Config, start time.Time) *Machine {
-	return &Machine{cfg: cfg.withDefaults(), wakeAt: start, counts: Counts{Start: start, End: start}}
+	m := &Machine{wakeAt: start, counts: Counts{Start: start, End: start}}
+	m.setConfig(cfg)
+	return m
+}
+
+func (m *Machine) setConfig(cfg Config) {
+	m.envAuto = cfg.Envelope == 0
+	m.cfg = cfg.withDefaults()
 }
 
 // Config returns the configuration in use (defaults filled in).
 func (m *Machine) Config() Config { return m.cfg }
 
 // SetConfig applies new intervals or thresholds (set_intervals,
-// set_thresholds); they take effect from the next wake.
-func (m *Machine) SetConfig(cfg Config) { m.cfg = cfg.withDefaults() }
+// set_thresholds); they take effect from the next wake. An Envelope left
+// at its default (zero, or the value Config returned) follows the new
+// Wake and Heartbeat.
+func (m *Machine) SetConfig(cfg Config) {
+	if m.envAuto && cfg.Envelope == m.cfg.Envelope {
+		cfg.Envelope = 0
+	}
+	m.setConfig(cfg)
+}
 
 // Next returns when the agent should take its next reading.
 func (m *Machine) Next() time.Time {

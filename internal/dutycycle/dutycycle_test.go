@@ -464,3 +464,25 @@ func TestEnvelopeInvariants(t *testing.T) {
 		}
 	}
 }
+
+// TestSetConfigEnvelope: the default envelope follows set_intervals (read,
+// modify, write through Config as the agent does); an explicit one stays.
+func TestSetConfigEnvelope(t *testing.T) {
+	m := New(Config{}, time.Unix(0, 0))
+	if m.Config().Envelope != 5*time.Minute || m.Config().Stay != 2 {
+		t.Fatalf("defaults %+v", m.Config())
+	}
+	c := m.Config()
+	c.Wake = 10 * time.Second
+	m.SetConfig(c)
+	if m.Config().Envelope != 10*time.Minute {
+		t.Fatalf("default envelope after set_intervals: %v", m.Config().Envelope)
+	}
+	m = New(Config{Envelope: 2 * time.Minute}, time.Unix(0, 0))
+	c = m.Config()
+	c.Heartbeat = 10
+	m.SetConfig(c)
+	if m.Config().Envelope != 2*time.Minute {
+		t.Fatalf("explicit envelope after set_intervals: %v", m.Config().Envelope)
+	}
+}
