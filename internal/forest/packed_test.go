@@ -92,3 +92,42 @@ func TestPackFallback(t *testing.T) {
 		t.Error("an infinite threshold packed")
 	}
 }
+
+// TestPackConcurrent has several goroutines make the first predictions of
+// a forest at once (the packed layout is built once, under sync.Once); run
+// with -race.
+func TestPackConcurrent(t *testing.T) {
+	d := synthetic(300, 4, 3)
+	f := train(t, d, Config{Trees: 12, Bootstrap: true, Seed: 5})
+	want := make([]int32, d.Rows())
+	for r := range want {
+		c, _ := f.accumulateNodesArgmax(d.X[r*8 : (r+1)*8])
+		want[r] = int32(c)
+	}
+	done := make(chan []int32)
+	for g := range 4 {
+		go func() {
+			got := make([]int32, d.Rows())
+			if g%2 == 0 {
+				f.PredictBatch(d.X, got, nil)
+			} else {
+				for r := range got {
+					c, _ := f.Predict(d.X[r*8 : (r+1)*8])
+					got[r] = int32(c)
+				}
+			}
+			done <- got
+		}()
+	}
+	for range 4 {
+		if got := <-done; !slices.Equal(got, want) {
+			t.Fatal("concurrent first predictions differ from the node walk")
+		}
+	}
+}
+
+func (f *Forest) accumulateNodesArgmax(x []float32) (int, float64) {
+	acc := make([]float64, f.nClasses)
+	f.accumulateNodes(x, acc)
+	return f.argmax(acc)
+}
