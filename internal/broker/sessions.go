@@ -25,6 +25,13 @@ import (
 // messages per second. Here only outbound messages to persistent sessions
 // are written, so a command queued for a sleeping device costs one fsync and
 // telemetry costs none.
+//
+// A clean-start CONNECT and the end of a non-persistent session delete what
+// is stored for the client. Most clients (devices that do not sleep, every
+// MQTT 3.1.1 clean session) never have anything stored, so an in-memory
+// index of the client ids that may have something on disk, loaded at Init,
+// lets those skip the read-write transaction and its fsync: a connect then
+// costs no disk write at all.
 type sessionStore struct {
 	mqtt.HookBase
 	path string
@@ -33,6 +40,14 @@ type sessionStore struct {
 	db       *bbolt.DB
 	inflight map[string]struct{} // keys of inflight messages on disk
 	failures atomic.Int64        // writes that failed
+	writes   atomic.Int64        // read-write transactions committed
+
+	// stored holds every client id that may have a record, subscription
+	// or inflight message on disk (a superset: an entry may outlive what it
+	// stood for until the next delete). Its value counts marks, so that a
+	// delete that raced with a write keeps the entry (see deleteClient).
+	idxMu  sync.Mutex
+	stored map[string]uint64
 }
 
 var (
@@ -43,7 +58,7 @@ var (
 )
 
 func newSessionStore(path string) *sessionStore {
-	return &sessionStore{path: path, inflight: map[string]struct{}{}}
+	return &sessionStore{path: path, inflight: map[string]struct{}{}, stored: map[string]uint64{}}
 }
 
 func (h *sessionStore) ID() string { return "loadwatch-sessions" }
@@ -81,6 +96,9 @@ func (h *sessionStore) Init(any) error {
 		}
 		return nil
 	})
+	if err == nil {
+		err = db.View(h.loadIndex)
+	}
 	if err != nil {
 		db.Close()
 		return fmt.Errorf("broker: session store %s: %w", h.path, err)
@@ -102,6 +120,45 @@ func (h *sessionStore) Stop() error {
 	return err
 }
 
+// loadIndex fills the index of clients that have something stored.
+func (h *sessionStore) loadIndex(tx *bbolt.Tx) error {
+	h.idxMu.Lock()
+	defer h.idxMu.Unlock()
+	err := tx.Bucket(bucketClients).ForEach(func(k, _ []byte) error {
+		h.stored[string(k)]++
+		return nil
+	})
+	for _, b := range [][]byte{bucketSubs, bucketInflight} {
+		if err != nil {
+			return err
+		}
+		err = tx.Bucket(b).ForEach(func(k, _ []byte) error {
+			if i := bytes.IndexByte(k, 0); i >= 0 { // keys are id, 0, rest
+				h.stored[string(k[:i])]++
+			}
+			return nil
+		})
+	}
+	return err
+}
+
+// mark records that id may have something on disk. Writers call it before
+// and after their write: the first keeps a delete that runs meanwhile from
+// dropping the entry, the second restores it if the delete finished first.
+func (h *sessionStore) mark(id string) {
+	h.idxMu.Lock()
+	h.stored[id]++
+	h.idxMu.Unlock()
+}
+
+// hasStored reports whether id is in the index (for tests).
+func (h *sessionStore) hasStored(id string) bool {
+	h.idxMu.Lock()
+	defer h.idxMu.Unlock()
+	_, ok := h.stored[id]
+	return ok
+}
+
 // persistent reports whether a client's session outlives its connection,
 // with the rule mochi applies when it restores clients.
 func persistent(cl *mqtt.Client) bool {
@@ -117,16 +174,21 @@ func inflightKey(id string, packetID uint16) []byte {
 	return binary.BigEndian.AppendUint16(clientPrefix(id), packetID)
 }
 
-func (h *sessionStore) update(fn func(tx *bbolt.Tx) error) {
+// update runs fn in a read-write transaction and reports whether it was
+// committed.
+func (h *sessionStore) update(fn func(tx *bbolt.Tx) error) bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if h.db == nil {
-		return // stopped: the broker is shutting down
+		return false // stopped: the broker is shutting down
 	}
 	if err := h.db.Update(fn); err != nil {
 		h.failures.Add(1)
 		h.Log.Error("session store write failed", "error", err)
+		return false
 	}
+	h.writes.Add(1)
+	return true
 }
 
 func put(tx *bbolt.Tx, bucket, key []byte, v interface{ MarshalBinary() ([]byte, error) }) error {
@@ -137,9 +199,16 @@ func put(tx *bbolt.Tx, bucket, key []byte, v interface{ MarshalBinary() ([]byte,
 	return tx.Bucket(bucket).Put(key, b)
 }
 
-// deleteClient removes a client and everything stored for it.
+// deleteClient removes a client and everything stored for it. A client
+// the index does not list has nothing stored: no transaction, no fsync.
 func (h *sessionStore) deleteClient(id string) {
-	h.update(func(tx *bbolt.Tx) error {
+	h.idxMu.Lock()
+	gen, ok := h.stored[id]
+	h.idxMu.Unlock()
+	if !ok {
+		return
+	}
+	deleted := h.update(func(tx *bbolt.Tx) error {
 		if err := tx.Bucket(bucketClients).Delete([]byte(id)); err != nil {
 			return err
 		}
@@ -161,6 +230,14 @@ func (h *sessionStore) deleteClient(id string) {
 		}
 	}
 	h.mu.Unlock()
+	// Drop the entry unless a write marked it while we deleted (what it
+	// wrote may have landed after our transaction). A failed delete
+	// leaves the entry too, keeping the index a superset of the disk.
+	h.idxMu.Lock()
+	if deleted && h.stored[id] == gen {
+		delete(h.stored, id)
+	}
+	h.idxMu.Unlock()
 }
 
 func (h *sessionStore) putClient(cl *mqtt.Client) {
@@ -188,7 +265,9 @@ func (h *sessionStore) putClient(cl *mqtt.Client) {
 		},
 		Will: storage.ClientWill(cl.Properties.Will),
 	}
+	h.mark(cl.ID)
 	h.update(func(tx *bbolt.Tx) error { return put(tx, bucketClients, []byte(cl.ID), rec) })
+	h.mark(cl.ID)
 }
 
 func (h *sessionStore) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
@@ -218,6 +297,8 @@ func (h *sessionStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []
 	if !persistent(cl) {
 		return
 	}
+	h.mark(cl.ID)
+	defer h.mark(cl.ID)
 	h.update(func(tx *bbolt.Tx) error {
 		for i, f := range pk.Filters {
 			if i >= len(codes) || codes[i] >= packets.ErrUnspecifiedError.Code {
@@ -304,9 +385,11 @@ func (h *sessionStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int
 		return
 	}
 	key := inflightKey(cl.ID, pk.PacketID)
+	h.mark(cl.ID)
 	h.update(func(tx *bbolt.Tx) error {
 		return put(tx, bucketInflight, key, message(cl, pk, storage.InflightKey, string(key), sent))
 	})
+	h.mark(cl.ID)
 	h.mu.Lock()
 	h.inflight[string(key)] = struct{}{}
 	h.mu.Unlock()
