@@ -253,10 +253,11 @@ func (c *Conn) InFlight() int {
 // Close sends DISCONNECT (reason 0) and closes the connection; messages in
 // flight get ErrClosed.
 func (c *Conn) Close() error {
-	c.wmu.Lock()
-	c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	c.nc.Write([]byte{TypeDisconnect << 4, 0}) // fails harmlessly when already closed
-	c.wmu.Unlock()
+	if c.wmu.TryLock() { // a write blocked on a full socket: close without DISCONNECT
+		c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		c.nc.Write([]byte{TypeDisconnect << 4, 0}) // fails harmlessly when already closed
+		c.wmu.Unlock()
+	}
 	c.mu.Lock()
 	fail := c.closeLocked(ErrClosed)
 	c.mu.Unlock()
