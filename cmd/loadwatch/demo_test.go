@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -64,6 +65,21 @@ func runDemo(t *testing.T, data string, minReadings uint64) string {
 					}
 				}
 				if n == len(demo.Scenario()) {
+					// The dashboard is mounted (open reads): its pages and
+					// the API they read.
+					for _, path := range []string{"/", "/device/studio", "/ui/api/v1/devices/studio"} {
+						resp, err := http.Get(base + path)
+						if err != nil {
+							t.Errorf("GET %s: %v", path, err)
+							continue
+						}
+						b, _ := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 || path != "/ui/api/v1/devices/studio" && !strings.Contains(string(b), "<html") ||
+							path == "/ui/api/v1/devices/studio" && !strings.Contains(string(b), `"id":"studio"`) {
+							t.Errorf("GET %s: %s %.300q", path, resp.Status, b)
+						}
+					}
 					got <- dir
 					cancel()
 					return

@@ -79,7 +79,8 @@ type Config struct {
 
 	// ModelFile is the classifier model (JSON). Empty: the retrained model
 	// the dashboard last activated (DataDir/models/ACTIVE, see
-	// labels.ActiveModel) if there is one, else DataDir/model.json,
+	// labels.ActiveModel) if there is one and it loads, with
+	// DataDir/model.json as its rollback target; else DataDir/model.json,
 	// trained from loadsim's synthetic dataset at first start if missing.
 	// The file loaded at start is watched and reloaded when it changes.
 	ModelFile string
@@ -304,10 +305,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	if !cfg.NoModel {
 		if modelPath == "" {
 			modelPath = filepath.Join(cfg.DataDir, ModelFile)
-			if p, ok := labels.ActiveModel(filepath.Join(cfg.DataDir, ModelsDir)); ok {
-				modelPath = p
-				s.log.Info("loading the retrained model activated in the dashboard", "model", p)
-			} else if _, serr := os.Stat(modelPath); errors.Is(serr, os.ErrNotExist) {
+			if _, serr := os.Stat(modelPath); errors.Is(serr, os.ErrNotExist) {
 				start := time.Now()
 				m, terr := TrainDefaultModel(ctx)
 				if terr != nil {
@@ -319,9 +317,24 @@ func (s *Server) Run(ctx context.Context) (err error) {
 				fmt.Fprintf(cfg.Out, "loadwatch: trained a default model on loadsim's synthetic data (%d classes) in %v: %s\n",
 					len(m.Classes), time.Since(start).Round(time.Millisecond), modelPath)
 			}
+			if p, ok := labels.ActiveModel(filepath.Join(cfg.DataDir, ModelsDir)); ok {
+				// The default model first, so the dashboard can roll
+				// back to it after a restart too.
+				if err := holder.LoadFile(modelPath); err != nil {
+					s.log.Warn("the default model does not load; no rollback target", "error", err)
+				}
+				if err := holder.LoadFile(p); err != nil {
+					s.log.Warn("the model activated in the dashboard does not load; using the default model", "error", err)
+				} else {
+					modelPath = p
+					s.log.Info("loaded the retrained model activated in the dashboard", "model", p)
+				}
+			}
 		}
-		if err := holder.LoadFile(modelPath); err != nil {
-			return fmt.Errorf("server: model: %w", err)
+		if cur := holder.Current(); cur == nil || cur.Source != modelPath {
+			if err := holder.LoadFile(modelPath); err != nil {
+				return fmt.Errorf("server: model: %w", err)
+			}
 		}
 	}
 
