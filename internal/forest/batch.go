@@ -284,10 +284,19 @@ func walkGroup(tn []pnode, xg *groupX, out []uint32) {
 		j5 := pstep(tn, xg, i5, 5)
 		j6 := pstep(tn, xg, i6, 6)
 		j7 := pstep(tn, xg, i7, 7)
+		// A second step before the test: fewer tests and moves per step,
+		// and a row at a leaf stays there.
+		i0 = pstep(tn, xg, j0, 0)
+		i1 = pstep(tn, xg, j1, 1)
+		i2 = pstep(tn, xg, j2, 2)
+		i3 = pstep(tn, xg, j3, 3)
+		i4 = pstep(tn, xg, j4, 4)
+		i5 = pstep(tn, xg, j5, 5)
+		i6 = pstep(tn, xg, j6, 6)
+		i7 = pstep(tn, xg, j7, 7)
 		if (j0^i0)|(j1^i1)|(j2^i2)|(j3^i3)|(j4^i4)|(j5^i5)|(j6^i6)|(j7^i7) == 0 {
 			break
 		}
-		i0, i1, i2, i3, i4, i5, i6, i7 = j0, j1, j2, j3, j4, j5, j6, j7
 	}
 	out = out[:8]
 	out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7] = i0, i1, i2, i3, i4, i5, i6, i7
