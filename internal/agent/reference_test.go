@@ -233,13 +233,19 @@ func TestReferenceHour(t *testing.T) {
 // reference day (a maker's workshop: 14 h of standby, a working day with
 // the seed appliances) through the same agent path as TestReferenceHour.
 // Always-on sends one report per wake (720 an hour, as TestReferenceHour
-// shows); it is run over the whole day only with LOADWATCH_LONG set.
+// shows); it is run over the whole day only with LOADWATCH_LONG set, as is
+// the comparison without the envelope. -short skips the Stay 4 day; the
+// race detector skips the whole test unless LOADWATCH_LONG is set.
 func TestReferenceDay(t *testing.T) {
+	long := os.Getenv("LOADWATCH_LONG") != ""
+	if raceEnabled && !long {
+		t.Skip("a simulated day takes over a minute under the race detector; set LOADWATCH_LONG=1")
+	}
 	const day = 24 * time.Hour
 	var duty measured
 	synctest.Test(t, func(t *testing.T) { duty = measure(t, loadsim.ReferenceDayText, day, false, 1, 0.5) })
 	always := 720.0
-	if os.Getenv("LOADWATCH_LONG") != "" {
+	if long {
 		var a measured
 		synctest.Test(t, func(t *testing.T) { a = measure(t, loadsim.ReferenceDayText, day, true, 1, 0.5) })
 		always = float64(a.messages) / day.Hours()
@@ -257,6 +263,9 @@ func TestReferenceDay(t *testing.T) {
 	if est.AvgMA <= 0 || est.AvgMA >= est.AlwaysOnMA/5 {
 		t.Errorf("estimate %v", est)
 	}
+	if testing.Short() {
+		return
+	}
 	// Stay 4 lets thermostat phases of up to 15 s return to a known
 	// plateau unreported (a steady load back on a level reported in the
 	// last 5 min then waits up to 3 wake periods).
@@ -268,7 +277,7 @@ func TestReferenceDay(t *testing.T) {
 	if saved := 100 * (1 - float64(stay4.messages)/(always*day.Hours())); saved < 90 {
 		t.Errorf("the day with Stay 4 saved only %.1f %% of the telemetry messages (target 90 %%)", saved)
 	}
-	if os.Getenv("LOADWATCH_LONG") == "" {
+	if !long {
 		return
 	}
 	// Against the last report only (no envelope), for comparison.
