@@ -325,10 +325,13 @@ func (f *Forest) accumulatePacked(p *packedForest, x []float32, acc []float64) {
 			j1 := rstep(nodes, &xs, i1, b1)
 			j2 := rstep(nodes, &xs, i2, b2)
 			j3 := rstep(nodes, &xs, i3, b3)
+			i0 = rstep(nodes, &xs, j0, b0) // two steps per test, as in walkGroup
+			i1 = rstep(nodes, &xs, j1, b1)
+			i2 = rstep(nodes, &xs, j2, b2)
+			i3 = rstep(nodes, &xs, j3, b3)
 			if (j0^i0)|(j1^i1)|(j2^i2)|(j3^i3) == 0 {
 				break
 			}
-			i0, i1, i2, i3 = j0, j1, j2, j3
 		}
 		f.addPackedLeaf(p.leaf[i0], acc)
 		f.addPackedLeaf(p.leaf[i1], acc)
