@@ -5,9 +5,11 @@ import (
 	"math"
 )
 
-// Batch prediction layout: a second copy of the trees in 8-byte nodes with
-// both children of a split stored next to each other, built the first time
-// PredictBatch needs it.
+// Packed prediction layout: a second copy of the trees in 8-byte nodes,
+// each tree breadth-first so that both children of a split are stored next
+// to each other, built the first time a prediction (Predict, PredictProba
+// or PredictBatch) needs it. Forests it cannot hold predict through the
+// pre-order nodes (accumulateNodes).
 //
 // A step is branch-free: j = left + (x > thr). A leaf points at itself with
 // a NaN threshold ("x > NaN" is false), so stepping a leaf stays there, as
@@ -102,13 +104,17 @@ func (f *Forest) packed() *packedForest {
 // row). classes receives the predicted class of each row; probs, when not
 // nil, receives NumClasses probabilities per row. Results equal Predict and
 // PredictProba row by row, bit for bit. It runs on the calling goroutine,
-// does not allocate when NumClasses <= 64 (after its first call, which
-// builds the batch layout), and panics when the slice lengths disagree.
+// does not allocate when NumClasses <= 64 (after the forest's first
+// prediction, which builds the packed layout), and panics when the slice
+// lengths disagree.
 //
 // It takes 64 rows at a time through one tree after the other, so a tree's
 // nodes stay in the L1 cache while the rows walk it, and steps 8 rows in
-// lock-step so that their independent memory loads overlap; each row adds
-// its trees' class distributions in tree order, as Predict does.
+// lock-step so that their independent memory loads overlap, with the block
+// ordered by the rows' leaves in the first tree so that rows walked
+// together end at similar depths; each row adds its trees' class
+// distributions in tree order, as Predict does. Fewer than 8 rows, or more
+// than 64 classes, go row by row.
 func (f *Forest) PredictBatch(X []float32, classes []int32, probs []float32) {
 	nf, nc := f.nFeatures, f.nClasses
 	n := len(classes)
