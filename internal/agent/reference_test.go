@@ -12,12 +12,14 @@ import (
 	"loadwatch/internal/dutycycle"
 	"loadwatch/internal/loadsim"
 	"loadwatch/internal/power"
+	"loadwatch/internal/telemetry"
 )
 
 // measured is what one agent did over a reference schedule.
 type measured struct {
 	messages, readings int // telemetry messages and the readings in them
 	events             int // event messages (load on/off, surge, trips...)
+	eventKinds         map[string]int
 	states             map[string]int
 	perHour            []int // telemetry readings by hour since the start
 	reads              int
@@ -83,7 +85,15 @@ func measureDuty(t *testing.T, sched string, dur time.Duration, alwaysOn bool, d
 	h := measured{states: map[string]int{}, duty: duty}
 	msgs := b.telemetry(t)
 	h.messages = len(msgs)
-	h.events = len(b.on("event"))
+	h.eventKinds = map[string]int{}
+	for _, e := range b.on("event") {
+		ev, err := telemetry.DecodeEvent(e.payload, time.Time{}, telemetry.Limits{})
+		if err != nil {
+			t.Fatalf("invalid event: %v", err)
+		}
+		h.events++
+		h.eventKinds[string(ev.Kind)]++
+	}
 	type rep struct {
 		at time.Time
 		p  power.Watts
@@ -252,7 +262,7 @@ func TestReferenceDay(t *testing.T) {
 		t.Logf("always-on over the day: %d telemetry + %d event messages", a.messages, a.events)
 	}
 	est := duty.log(t, "day, defaults (max(1 W, 0.5 %), Stay 2)", always, day)
-	t.Logf("telemetry readings by hour of the day: %v", duty.perHour)
+	t.Logf("telemetry readings by hour of the day: %v; events by kind: %v", duty.perHour, duty.eventKinds)
 	saved := 100 * (1 - float64(duty.messages)/(always*day.Hours()))
 	t.Logf("day, defaults: 90 %% target met: %v (%.1f %% fewer)", saved >= 90, saved)
 	// A floor against regressions; the target itself is reported above
