@@ -366,10 +366,7 @@ func (f *Forest) addPackedLeaf(l int32, acc []float64) {
 		acc[l]++
 		return
 	}
-	vals := f.values[-1-int(l):][:len(acc)]
-	for c, v := range vals {
-		acc[c] += v
-	}
+	addVotes(acc, f.values[-1-int(l):][:len(acc)])
 }
 
 // addVotes adds a leaf's class distribution v to a (same length), four
