@@ -199,8 +199,20 @@ func (printerModel) draw(s segment, d time.Duration, noise float64) load {
 }
 
 // printer3DModel is an FDM 3D printer on a 24 V supply without PFC: a
-// 220 W heated bed (250 W at the wall), a 40 W hot end under PWM, and
-// motors, fans and board.
+// 220 W heated bed (250 W at the wall) under bang-bang control, a 40 W
+// hot end under PID control, and motors, fans and board.
+//
+// The hot end heats at full power after switch-on, then its PID loop holds
+// it at temperature with a nearly constant duty. Its PWM (8-30 Hz, or about
+// 1 Hz slow PWM) is averaged away by the meter's 1 s window, so what the
+// meter sees is that duty times 45 W: a per-print level that wanders slowly
+// (flow and speed changes, layer changes) and steps up once when the part
+// cooling fan ramps up after the first layers. The bed switches between
+// full power and off every few seconds, which gives the big steps.
+//
+// The per-print values live in the segments: level is the held hot-end
+// duty before the fan, phase a per-print seed for everything else, so the
+// draw stays a pure function of the segment and the time since switch-on.
 type printer3DModel struct{}
 
 const (
@@ -213,33 +225,80 @@ const (
 	bedWall     = 250.0 // W at the wall, 220 W bed / 0.88 PSU efficiency
 	hotEndWall  = 45.0  // W at the wall, 40 W cartridge / 0.88
 	electronics = 12.0  // W, board, steppers and fans while printing
+	heatUpBoard = 8.0   // W, board and hot-end fan while heating (no moves)
+	partFanWall = 2.7   // W at the wall, a 24 V 0.1 A blower at full speed
+	// hotEndWander is the amplitude of the held duty's slow wander (as a
+	// fraction of full power, times value noise of sd about 0.8), with
+	// knots every hotEndKnot.
+	hotEndWander = 0.02
+	hotEndKnot   = 45.0 // s
 )
+
+// Streams of the per-print hash (printer3DModel).
+const (
+	p3HotEndHeat uint64 = iota + 1
+	p3FanStart
+	p3FanRamp
+	p3FanDuty
+	p3Wander
+)
+
+// printSeed turns a print's phase into a seed for the per-print hash.
+func printSeed(s segment) int64 { return int64(math.Float64bits(s.phase)) }
+
+// hotEndHeat is how long the hot end heats at full power after switch-on.
+func hotEndHeat(s segment) time.Duration {
+	return time.Duration((50 + 40*uniform(printSeed(s), p3HotEndHeat, 0)) * float64(time.Second))
+}
 
 func (printer3DModel) next(r *rand.Rand, i int, prev segment) segment {
 	switch {
 	case i == 0:
-		return segment{end: dur(r, 60, 150), state: stHeatUp}
+		// The bed takes 60-150 s; the print starts once the hot end is
+		// at temperature too. Held duty without the part fan: 30-45 %.
+		s := segment{state: stHeatUp, level: uni(r, 0.30, 0.45), phase: r.Float64()}
+		s.end = max(dur(r, 60, 150), hotEndHeat(s))
+		return s
 	case prev.state == stBedOn:
-		return segment{end: prev.end + dur(r, 4, 12), state: stBedOff, level: uni(r, 0.35, 0.6)}
+		return segment{end: prev.end + dur(r, 4, 12), state: stBedOff, level: prev.level, phase: prev.phase}
 	default:
-		return segment{end: prev.end + dur(r, 2, 6), state: stBedOn, level: uni(r, 0.35, 0.6)}
+		return segment{end: prev.end + dur(r, 2, 6), state: stBedOn, level: prev.level, phase: prev.phase}
 	}
+}
+
+// partFan returns how far (0..1) the part cooling fan has ramped up at d:
+// off for the first layers, it ramps up linearly over a few layers.
+func partFan(s segment, d time.Duration) float64 {
+	seed := printSeed(s)
+	from := 180 + 300*uniform(seed, p3FanStart, 0) // s after switch-on
+	ramp := 60 + 120*uniform(seed, p3FanRamp, 0)
+	return clamp((d.Seconds()-from)/ramp, 0, 1)
+}
+
+// hotEnd returns the hot end's power at the wall at d, as the meter's 1 s
+// window averages its PWM.
+func hotEnd(s segment, d time.Duration) float64 {
+	if s.state == stHeatUp && d < hotEndHeat(s) {
+		return hotEndWall
+	}
+	seed := printSeed(s)
+	fanExtra := 0.05 + 0.07*uniform(seed, p3FanDuty, 0)
+	duty := s.level + fanExtra*partFan(s, d) + hotEndWander*smooth(seed, p3Wander, d.Seconds(), hotEndKnot)
+	return clamp(duty, 0.15, 0.8) * hotEndWall
 }
 
 func (printer3DModel) draw(s segment, d time.Duration, noise float64) load {
 	var p float64
 	switch s.state {
 	case stHeatUp:
-		p = bedWall + 8
-		if d < 45*time.Second || s.end-d < 20*time.Second {
-			p += hotEndWall // the hot end heats first, then tops up at the end
-		}
+		p = bedWall + heatUpBoard
 	case stBedOn:
-		p = bedWall + electronics + s.level*hotEndWall
+		p = bedWall + electronics + partFanWall*partFan(s, d)
 	default:
-		p = electronics + s.level*hotEndWall
+		p = electronics + partFanWall*partFan(s, d)
 	}
-	p += 1.5 * noise // stepper load and hot-end PWM ripple
+	p += hotEnd(s, d)
+	p += 1.5 * noise // stepper load and what the meter's window leaves of the PWM
 	return load{p: p, pf: 0.50 + 0.12*math.Min(1, p/300), active: true}
 }
 

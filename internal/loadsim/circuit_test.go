@@ -166,8 +166,8 @@ func TestPrinterBursts(t *testing.T) {
 
 func TestPrinter3DHeatUpThenBedCycling(t *testing.T) {
 	tr := sample(alone(Printer3D, 1), 0, 50*time.Second, time.Second)
-	if lo, _ := rng(tr.p, func(int) bool { return true }); lo < 250 {
-		t.Errorf("3D printer heat-up dipped to %.0f W, want the bed on (>= 250 W) for the first 50 s", lo)
+	if lo, _ := rng(tr.p, func(int) bool { return true }); lo < 295 {
+		t.Errorf("3D printer heat-up dipped to %.0f W, want bed and hot end at full power (about 303 W) for the first 50 s", lo)
 	}
 	tr = sample(alone(Printer3D, 1), 5*time.Minute, 20*time.Minute, 500*time.Millisecond)
 	high, low := 0, 0
@@ -180,6 +180,58 @@ func TestPrinter3DHeatUpThenBedCycling(t *testing.T) {
 	}
 	if high == 0 || low == 0 || tr.edges() != 0 {
 		t.Errorf("3D printer after heat-up: %d samples with bed on, %d with bed off, want both; label must stay on", high, low)
+	}
+}
+
+// TestPrinter3DHotEndHeld checks that the hot end is held by its PID loop
+// after heat-up: seen through 1 s averages, the level between bed pulses
+// moves by well under a watt from one bed-off phase to the next (the bed's
+// steps aside, the printer's power only wanders), and it rises once by a
+// few watts when the part cooling fan ramps up after the first layers.
+func TestPrinter3DHotEndHeld(t *testing.T) {
+	for _, seed := range []int64{1, 2, 3} {
+		c := alone(Printer3D, seed)
+		// 1 s means (as the meter averages) of the bed-off phases, whole
+		// seconds only.
+		var offMeans []float64
+		var sum float64
+		n := 0
+		for d := 3 * time.Minute; d < 30*time.Minute; d += time.Second {
+			var s float64
+			off := true
+			for k := 0; k < 10; k++ {
+				p := float64(c.At(c.Start().Add(d + time.Duration(k)*100*time.Millisecond)).Power)
+				off = off && p < 100
+				s += p / 10
+			}
+			switch {
+			case off:
+				sum += s
+				n++
+			case n > 0:
+				offMeans = append(offMeans, sum/float64(n))
+				sum, n = 0, 0
+			}
+		}
+		if len(offMeans) < 50 {
+			t.Fatalf("seed %d: %d bed-off phases in 27 min, want the bed cycling", seed, len(offMeans))
+		}
+		worst := 0.0
+		for i := 1; i < len(offMeans); i++ {
+			worst = math.Max(worst, math.Abs(offMeans[i]-offMeans[i-1]))
+		}
+		if worst > 2 {
+			t.Errorf("seed %d: the level between bed pulses moved by %.1f W from one phase to the next, want a held hot end (under 2 W)", seed, worst)
+		}
+		lo, hi := rng(offMeans, func(int) bool { return true })
+		if lo < 20 || hi > 45 {
+			t.Errorf("seed %d: level between bed pulses %.1f..%.1f W, want 12 W plus a hot end at 30-57 %% of 45 W", seed, lo, hi)
+		}
+		early := offMeans[0]
+		late := offMeans[len(offMeans)-1]
+		if rise := late - early; rise < 3 || rise > 10 {
+			t.Errorf("seed %d: the part cooling fan raised the level by %.1f W (%.1f -> %.1f W), want 3-10 W", seed, rise, early, late)
+		}
 	}
 }
 
