@@ -182,11 +182,7 @@ func (c *modelEvalCmd) Run(ctx context.Context) error {
 	}
 	truth, classes := classify.Encode(rows, m.Classes)
 	pred := make([]int32, len(rows))
-	nf := len(m.Features)
-	for i := range pred {
-		c, _ := m.Forest.Predict(x[i*nf : (i+1)*nf])
-		pred[i] = int32(c)
-	}
+	m.Forest.PredictBatch(x, pred, nil)
 	rep := forest.Evaluate(classes, truth, pred)
 	out := orStdout(c.stdout)
 	if c.JSON {
