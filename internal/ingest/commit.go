@@ -61,13 +61,22 @@ func (c *committer) append(ctx context.Context, samples []store.Sample) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r := &commitReq{samples: samples, wake: make(chan bool, 1)}
 	c.mu.Lock()
-	c.queue = append(c.queue, r)
 	if !c.busy {
+		// Idle: append at once, alone (the queue is empty whenever no
+		// append runs).
 		c.busy = true
-		return c.lead(ctx, r) // unlocks c.mu
+		c.mu.Unlock()
+		c.appends.Add(1)
+		c.messages.Add(1)
+		err := c.st.Append(ctx, samples)
+		c.mu.Lock()
+		c.handOff()
+		c.mu.Unlock()
+		return err
 	}
+	r := &commitReq{samples: samples, wake: make(chan bool, 1)}
+	c.queue = append(c.queue, r)
 	c.mu.Unlock()
 	var lead bool
 	select {
@@ -116,13 +125,7 @@ func (c *committer) lead(ctx context.Context, r *commitReq) error {
 	}
 
 	c.mu.Lock()
-	if len(c.queue) > 0 {
-		next := c.queue[0]
-		next.lead = true
-		next.wake <- true
-	} else {
-		c.busy = false
-	}
+	c.handOff()
 	c.mu.Unlock()
 	for _, q := range group {
 		if q != r {
@@ -133,6 +136,18 @@ func (c *committer) lead(ctx context.Context, r *commitReq) error {
 		return own
 	}
 	return r.err
+}
+
+// handOff, at the end of an append, wakes the oldest waiting request to
+// lead the next group, or marks the committer idle; c.mu is held.
+func (c *committer) handOff() {
+	if len(c.queue) == 0 {
+		c.busy = false
+		return
+	}
+	next := c.queue[0]
+	next.lead = true
+	next.wake <- true
 }
 
 // remove drops r from the queue; c.mu is held.
