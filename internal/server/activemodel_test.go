@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -34,7 +35,7 @@ func TestActivatedModelAtRestart(t *testing.T) {
 		prev = ""
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		s, err := New(Config{DataDir: dir, HTTPAddr: "off", MQTTAddr: "off", Logger: testLogger(t), Out: os.Stderr,
+		s, err := New(Config{DataDir: dir, HTTPAddr: "off", MQTTAddr: "off", Logger: testLogger(t), Out: io.Discard,
 			DashboardFunc: func(_ context.Context, p Parts) (http.Handler, error) {
 				source = p.Holder.Current().Source
 				if l := p.Holder.Previous(); l != nil {
