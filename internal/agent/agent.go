@@ -94,6 +94,17 @@ type OTA interface {
 	CheckNow(ctx context.Context) (string, error)
 }
 
+// OTAHeartbeat is the optional ability of an OTA to check for an update on
+// the heartbeat. The agent calls Heartbeat right after a report (the radio
+// is on anyway) at its first report and then at most once per heartbeat
+// period (Heartbeat wakes x Wake of the reporting meter's duty cycle), on
+// a goroutine of its own and one call at a time: a period that ends while
+// a call still runs is skipped. A busy load reports changes instead of
+// heartbeats, so this counts time, not heartbeat reports.
+type OTAHeartbeat interface {
+	Heartbeat(ctx context.Context)
+}
+
 // Meter is one meter on the bus and its relay (nil: none).
 type Meter struct {
 	Addr  uint8
@@ -216,6 +227,9 @@ type Agent struct {
 	stats Stats
 
 	reads atomic.Uint64
+
+	otaLast time.Time   // sampling loop only: start of the last heartbeat check
+	otaBusy atomic.Bool // a heartbeat check is running
 }
 
 // ErrConfig wraps configuration errors.
@@ -602,6 +616,27 @@ func (a *Agent) process(ctx context.Context, d *device, r power.Reading, dueDuty
 	a.count(func(s *Stats) { s.Reports++ })
 	a.saveLedger(d)
 	a.wake()
+	a.otaHeartbeat(ctx, d, r.Time)
+}
+
+// otaHeartbeat starts the OTA heartbeat check when one is due.
+func (a *Agent) otaHeartbeat(ctx context.Context, d *device, now time.Time) {
+	hb, ok := a.cfg.OTA.(OTAHeartbeat)
+	if !ok {
+		return
+	}
+	c := d.duty.Config()
+	if !a.otaLast.IsZero() && now.Sub(a.otaLast) < time.Duration(c.Heartbeat)*c.Wake {
+		return
+	}
+	if !a.otaBusy.CompareAndSwap(false, true) {
+		return
+	}
+	a.otaLast = now
+	go func() {
+		defer a.otaBusy.Store(false)
+		hb.Heartbeat(ctx)
+	}()
 }
 
 // FeaturesVersion is the "v" of the features object: 1 is feature set lw1

@@ -11,6 +11,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"loadwatch/internal/dutycycle"
 	"loadwatch/internal/loadsim"
 	"loadwatch/internal/outbox"
 	"loadwatch/internal/power"
@@ -634,4 +635,69 @@ func TestRelayOffSurvivesRestart(t *testing.T) {
 			t.Fatalf("relay_on after the restart: %+v", k)
 		}
 	})
+}
+
+// heartbeatOTA records when the agent asked for a heartbeat check; each
+// check takes busy (fake time).
+type heartbeatOTA struct {
+	fakeOTA
+	busy time.Duration
+	mu   sync.Mutex
+	at   []time.Time
+}
+
+func (o *heartbeatOTA) Heartbeat(ctx context.Context) {
+	o.mu.Lock()
+	o.at = append(o.at, time.Now())
+	o.mu.Unlock()
+	select {
+	case <-time.After(o.busy):
+	case <-ctx.Done():
+	}
+}
+
+// TestOTAHeartbeat: an OTA with the heartbeat ability is asked at the
+// first report and then once per heartbeat period (10 wakes of 1 s), also
+// while a changing load reports changes rather than heartbeats; a check
+// still running when the next period ends makes the agent skip that one.
+func TestOTAHeartbeat(t *testing.T) {
+	for _, tc := range []struct {
+		busy       time.Duration
+		minGap     time.Duration
+		minN, maxN int
+	}{
+		{busy: 0, minGap: 10 * time.Second, minN: 5, maxN: 7},
+		{busy: 25 * time.Second, minGap: 25 * time.Second, minN: 3, maxN: 3},
+	} {
+		synctest.Test(t, func(t *testing.T) {
+			m := newSimMeter(t, "0s:laptop; 20s:+solder; 40s:+printer")
+			cfg := testConfig(t, m, &fakeBroker{})
+			cfg.Duty = dutycycle.Config{Wake: time.Second, Heartbeat: 10}
+			o := &heartbeatOTA{busy: tc.busy}
+			cfg.OTA = o
+			a, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			run(t, a, 65*time.Second)
+			synctest.Wait()
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			if len(o.at) < tc.minN || len(o.at) > tc.maxN {
+				t.Fatalf("busy %v: %d heartbeat checks at %v, want %d..%d", tc.busy, len(o.at), o.at, tc.minN, tc.maxN)
+			}
+			if first := o.at[0].Sub(start); first > 2*time.Second {
+				t.Errorf("first check %v after the start, want at the first report", first)
+			}
+			for i := 1; i < len(o.at); i++ {
+				if gap := o.at[i].Sub(o.at[i-1]); gap < tc.minGap {
+					t.Errorf("busy %v: checks %v apart, want at least %v", tc.busy, gap, tc.minGap)
+				}
+			}
+			if st := a.Stats(); st.Reports == 0 {
+				t.Fatal("no reports")
+			}
+		})
+	}
 }
