@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -23,22 +24,26 @@ const maxGroupSamples = 1 << 14
 // fails every message of the group, each of which is then retried by its
 // device.
 //
-// There is no goroutine of its own. A caller that finds no append running
-// appends its samples at once (no added latency when the queue is idle);
-// callers that arrive while an append runs queue up, and when it ends the
-// first of them is woken to append everything that accumulated meanwhile,
-// while the finished group's callers return.
+// There is no goroutine of its own. Up to parallel appends run at once
+// (GOMAXPROCS: the TSDB appends series in parallel and serialises only its
+// WAL write, so one append at a time would leave a core idle). A caller
+// that finds fewer running appends its samples at once (no added latency
+// when the queue is idle); callers that arrive while all run queue up, and
+// when an append ends the first of them is woken to append everything that
+// accumulated meanwhile, while the finished group's callers return. So at
+// most parallel commits wait for the WAL lock instead of one per message.
 //
 // Callers hold their device's lock while they wait, so a group never holds
 // two messages of one device, hence never two samples of one series from
 // different messages.
 type committer struct {
-	st Store
+	st       Store
+	parallel int // appends at once (at least 1)
 
-	mu    sync.Mutex
-	queue []*commitReq // waiting, oldest first
-	busy  bool         // a leader is appending
-	buf   []store.Sample
+	mu      sync.Mutex
+	queue   []*commitReq // waiting, oldest first
+	running int          // appends running
+	bufs    [][]store.Sample
 
 	appends, messages atomic.Uint64
 }
@@ -62,10 +67,10 @@ func (c *committer) append(ctx context.Context, samples []store.Sample) error {
 		return err
 	}
 	c.mu.Lock()
-	if !c.busy {
-		// Idle: append at once, alone (the queue is empty whenever no
-		// append runs).
-		c.busy = true
+	if c.running < max(c.parallel, 1) {
+		// Idle: append at once, alone (the queue is empty whenever
+		// fewer than parallel appends run).
+		c.running++
 		c.mu.Unlock()
 		c.appends.Add(1)
 		c.messages.Add(1)
@@ -98,17 +103,21 @@ func (c *committer) append(ctx context.Context, samples []store.Sample) error {
 	return c.lead(ctx, r)
 }
 
-// lead appends the group that starts with r (the oldest waiting request),
-// hands the lead to the next waiting request, releases the group and
-// returns r's result. c.mu is held on entry and released.
+// lead appends the group that starts with r (the oldest waiting request,
+// taken off the queue by handOff) and continues with what waits in the
+// queue, hands the lead on, releases the group and returns r's result.
+// c.mu is held on entry and released.
 func (c *committer) lead(ctx context.Context, r *commitReq) error {
 	var own error
-	if err := ctx.Err(); err != nil {
-		c.remove(r) // not taken: give up r, still append the others
-		own = err
-	}
 	var group []*commitReq
 	n := 0
+	if err := ctx.Err(); err != nil {
+		own = err // give up r, still append the others
+	} else {
+		r.taken = true
+		group, n = append(group, r), len(r.samples)
+	}
+	taken := 0
 	for _, q := range c.queue {
 		if len(group) > 0 && n+len(q.samples) > maxGroupSamples {
 			break
@@ -116,15 +125,25 @@ func (c *committer) lead(ctx context.Context, r *commitReq) error {
 		q.taken = true
 		group = append(group, q)
 		n += len(q.samples)
+		taken++
 	}
-	c.queue = append(c.queue[:0], c.queue[len(group):]...)
+	c.queue = append(c.queue[:0], c.queue[taken:]...)
+
+	var buf []store.Sample
+	if len(group) > 1 && len(c.bufs) > 0 {
+		buf = c.bufs[len(c.bufs)-1]
+		c.bufs = c.bufs[:len(c.bufs)-1]
+	}
 	c.mu.Unlock()
 
 	if len(group) > 0 {
-		c.appendGroup(context.WithoutCancel(ctx), group, n)
+		buf = c.appendGroup(context.WithoutCancel(ctx), group, n, buf)
 	}
 
 	c.mu.Lock()
+	if buf != nil {
+		c.bufs = append(c.bufs, buf)
+	}
 	c.handOff()
 	c.mu.Unlock()
 	for _, q := range group {
@@ -138,14 +157,16 @@ func (c *committer) lead(ctx context.Context, r *commitReq) error {
 	return r.err
 }
 
-// handOff, at the end of an append, wakes the oldest waiting request to
-// lead the next group, or marks the committer idle; c.mu is held.
+// handOff, at the end of an append, takes the oldest waiting request off
+// the queue and wakes it to lead the next group (it inherits this append's
+// slot), or frees the slot; c.mu is held.
 func (c *committer) handOff() {
 	if len(c.queue) == 0 {
-		c.busy = false
+		c.running--
 		return
 	}
 	next := c.queue[0]
+	c.queue = append(c.queue[:0], c.queue[1:]...)
 	next.lead = true
 	next.wake <- true
 }
@@ -161,21 +182,22 @@ func (c *committer) remove(r *commitReq) {
 }
 
 // appendGroup appends the samples of group (n in all) and sets each
-// request's err. Only the leader runs it, so c.buf is its own.
-func (c *committer) appendGroup(ctx context.Context, group []*commitReq, n int) {
+// request's err. buf is a spare batch buffer (or nil); it returns it,
+// possibly grown, for reuse.
+func (c *committer) appendGroup(ctx context.Context, group []*commitReq, n int, buf []store.Sample) []store.Sample {
 	c.appends.Add(1)
 	c.messages.Add(uint64(len(group)))
 	if len(group) == 1 {
 		group[0].err = c.st.Append(ctx, group[0].samples)
-		return
+		return buf
 	}
-	batch := c.buf[:0]
+	batch := slices.Grow(buf[:0], n)
 	for _, q := range group {
 		batch = append(batch, q.samples...)
 	}
 	err := c.st.Append(ctx, batch)
 	clear(batch) // keep no label references
-	c.buf = batch[:0]
+	buf = batch[:0]
 	var ae *store.AppendError
 	switch {
 	case err == nil:
@@ -193,6 +215,7 @@ func (c *committer) appendGroup(ctx context.Context, group []*commitReq, n int) 
 			q.err = err
 		}
 	}
+	return buf
 }
 
 // split hands each request of group the refusals (sorted by index into the

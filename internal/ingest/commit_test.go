@@ -103,6 +103,7 @@ func TestGroupCommitManyDevices(t *testing.T) {
 	rec := &recStore{}
 	g := newGate(rec)
 	p, _ := New(Config{Store: g, Classifier: fixedModel{testModel(t)}, Now: func() time.Time { return t0.Add(time.Hour) }})
+	p.commit.parallel = 1 // one append at a time, so that messages queue behind the held one
 	ctx := context.Background()
 	g.arm()
 	blocker := ingestAsync(ctx, p, "blocker", payload("e", 1, t0, "10"))
@@ -180,6 +181,7 @@ func TestGroupCommitRefusalsStayWithTheirMessage(t *testing.T) {
 	g := newGate(st)
 	now := t0.Add(48 * time.Hour)
 	p, _ := New(Config{Store: g, Now: func() time.Time { return now }})
+	p.commit.parallel = 1 // one append at a time, so that messages queue behind the held one
 	ctx := context.Background()
 	ing := func(dev string, seq uint64, ts time.Time, pw string) ingestResult {
 		c, err := p.Ingest(ctx, dev, telemetry.Topic(dev, telemetry.ChannelTelemetry), payload("e", seq, ts, pw))
@@ -259,6 +261,7 @@ func TestGroupCommitCancel(t *testing.T) {
 	rec := &recStore{}
 	g := newGate(rec)
 	p, _ := New(Config{Store: g, Now: func() time.Time { return t0.Add(time.Hour) }})
+	p.commit.parallel = 1 // one append at a time, so that messages queue behind the held one
 	bg := context.Background()
 	cancelled, cancel0 := context.WithCancel(bg)
 	cancel0()
@@ -315,9 +318,9 @@ func TestCommitterCancelledLeader(t *testing.T) {
 	smp := func(dev string) []store.Sample {
 		return []store.Sample{{Metric: store.MetricPower, Labels: label(dev), T: 1, V: 1}}
 	}
-	r := &commitReq{samples: smp("r"), wake: make(chan bool, 1), lead: true}
+	r := &commitReq{samples: smp("r"), wake: make(chan bool, 1), lead: true} // taken off the queue by handOff
 	q := &commitReq{samples: smp("q"), wake: make(chan bool, 1)}
-	c.queue, c.busy = []*commitReq{r, q}, true
+	c.queue, c.running = []*commitReq{q}, 1
 	c.mu.Lock()
 	if err := c.lead(ctx, r); !errors.Is(err, context.Canceled) {
 		t.Fatalf("leader: %v", err)
@@ -325,8 +328,8 @@ func TestCommitterCancelledLeader(t *testing.T) {
 	if lead := <-q.wake; lead || q.err != nil {
 		t.Fatalf("q: lead %v err %v", lead, q.err)
 	}
-	if c.busy || len(c.queue) != 0 {
-		t.Fatalf("busy %v queue %d", c.busy, len(c.queue))
+	if c.running != 0 || len(c.queue) != 0 {
+		t.Fatalf("running %d queue %d", c.running, len(c.queue))
 	}
 	if rec.seen["r/"+store.MetricPower+"/1"] != 0 || rec.seen["q/"+store.MetricPower+"/1"] != 1 {
 		t.Fatalf("appended %v", rec.seen)
@@ -337,8 +340,14 @@ func TestCommitterCancelledLeader(t *testing.T) {
 // up at random moments. A request that returns nil was appended exactly
 // once; one that returns an error was not appended at all.
 func TestCommitterConcurrentCancels(t *testing.T) {
+	for _, parallel := range []int{1, 2, 3} {
+		t.Run(fmt.Sprintf("parallel=%d", parallel), func(t *testing.T) { testConcurrentCancels(t, parallel) })
+	}
+}
+
+func testConcurrentCancels(t *testing.T, parallel int) {
 	rec := &recStore{}
-	c := &committer{st: slowStore{rec}}
+	c := &committer{st: slowStore{rec}, parallel: parallel}
 	const workers, each = 16, 150
 	type outcome struct {
 		key string
@@ -386,8 +395,8 @@ func TestCommitterConcurrentCancels(t *testing.T) {
 			gaveUp++
 		}
 	}
-	if c.busy || len(c.queue) != 0 {
-		t.Errorf("committer left busy %v with %d queued", c.busy, len(c.queue))
+	if c.running != 0 || len(c.queue) != 0 {
+		t.Errorf("committer left %d running with %d queued", c.running, len(c.queue))
 	}
 	t.Logf("%d appended in %d appends, %d gave up", ok, c.appends.Load(), gaveUp)
 }

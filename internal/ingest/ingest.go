@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,7 +150,7 @@ func New(cfg Config) (*Pipeline, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Pipeline{cfg: cfg, log: cfg.Logger.With("component", "ingest"), rejected: map[RejectKey]uint64{}}
-	p.commit.st = cfg.Store
+	p.commit.st, p.commit.parallel = cfg.Store, runtime.GOMAXPROCS(0)
 	return p, nil
 }
 
