@@ -18,6 +18,7 @@ func addSeeds(f *testing.F) {
 	}
 	f.Add([]byte(`{"v":1,"epoch":"e","seq":1,"ts":"2026-03-01T12:00:00Z","state":"active","power":NaN}`))
 	f.Add([]byte(`{"v":1,"epoch":"e","readings":[{"seq":1,"ts":"2026-03-01T12:00:00Z","state":"event","features":{"v":1,"x":1e-7}}]}`))
+	f.Add([]byte(`{"v":1,"state":"offline","link":{"247":{"requests":9007199254740992,"timeouts":9007199254740992,"last_latency_ms":0.0000001}}}`))
 }
 
 // FuzzDecodeTelemetry: decoding never panics, a refusal is always an *Error
@@ -74,8 +75,28 @@ func FuzzDecodeOthers(f *testing.F) {
 				t.Fatalf("event round trip: %v", err)
 			}
 		}
-		_, err = DecodeStatus(payload, now, Limits{})
+		st, err := DecodeStatus(payload, now, Limits{})
 		check(err)
+		if err == nil {
+			// The link counters (and the rest) survive a round trip, and
+			// encoding is a fixed point after one decode.
+			enc := st.AppendJSON(nil)
+			st2, err := DecodeStatus(enc, now, Limits{})
+			if err != nil {
+				t.Fatalf("status round trip of %s: %v", enc, err)
+			}
+			if enc2 := st2.AppendJSON(nil); !bytes.Equal(enc, enc2) {
+				t.Fatalf("status not a fixed point:\n%s\n%s", enc, enc2)
+			}
+			if len(st.Link) != len(st2.Link) {
+				t.Fatalf("link %v became %v", st.Link, st2.Link)
+			}
+			for a, c := range st.Link {
+				if c2 := st2.Link[a]; c.Requests != c2.Requests || c.CRCErrors != c2.CRCErrors || c.Timeouts != c2.Timeouts {
+					t.Fatalf("link %d: %+v became %+v", a, c, c2)
+				}
+			}
+		}
 		c, err := DecodeCommand(payload, Limits{})
 		check(err)
 		if err == nil {

@@ -252,11 +252,14 @@ const (
 	StatusOffline StatusState = "offline" // also the MQTT last will
 )
 
-// Status is the retained message on .../status.
+// Status is the retained message on .../status. Link, when not empty,
+// carries the meter link counters by meter address (see LinkCounters);
+// a status without them leaves the member out.
 type Status struct {
-	State    StatusState `json:"state"`
-	Firmware string      `json:"firmware,omitempty"` // agent version, <= 64 bytes
-	Time     time.Time   `json:"-"`
+	State    StatusState            `json:"state"`
+	Firmware string                 `json:"firmware,omitempty"` // agent version, <= 64 bytes
+	Time     time.Time              `json:"-"`
+	Link     map[uint8]LinkCounters `json:"-"`
 }
 
 // AppendJSON appends the JSON encoding of s.
@@ -272,6 +275,7 @@ func (s *Status) AppendJSON(b []byte) []byte {
 		b = s.Time.AppendFormat(b, TimeLayout)
 		b = append(b, '"')
 	}
+	b = appendLink(b, s.Link)
 	return append(b, '}')
 }
 
@@ -285,6 +289,7 @@ func DecodeStatus(payload []byte, now time.Time, lim Limits) (Status, error) {
 		State    optString `json:"state"`
 		Firmware optString `json:"firmware"`
 		TS       optString `json:"ts"`
+		Link     optLink   `json:"link"`
 	}
 	var s Status
 	if err := unmarshalObject(payload, &w, &lim); err != nil {
@@ -317,6 +322,11 @@ func DecodeStatus(payload []byte, now time.Time, lim Limits) (Status, error) {
 		}
 		s.Time = ts
 	}
+	link, err := decodeLink(&w.Link)
+	if err != nil {
+		return s, err
+	}
+	s.Link = link
 	return s, nil
 }
 

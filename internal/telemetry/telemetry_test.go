@@ -50,6 +50,11 @@ func goldenCases() map[string][]byte {
 		After:  power.Reading{Voltage: 236.1, Power: 61.9, Has: power.FieldVoltage | power.FieldPower},
 		Detail: "V +6.6 V with P flat"}
 	st := Status{State: StatusOnline, Firmware: "v0.3.1", Time: t0}
+	stLink := Status{State: StatusOnline, Firmware: "v0.3.1", Time: t0, Link: map[uint8]LinkCounters{
+		3: {Requests: 20, Replies: 20, LastLatency: 109 * time.Millisecond},
+		1: {Requests: 1210, Replies: 1203, CRCErrors: 3, Timeouts: 2, Exceptions: 1, ShortFrames: 1, Resyncs: 2, Retries: 6,
+			LastLatency: 112500 * time.Microsecond},
+	}}
 	cmd := Command{ID: "c-17", Kind: CmdSetIntervals, Args: []byte(`{ "wake": "10s", "heartbeat": 30 }`)}
 	ack := CommandAck{ID: "c-17", OK: false, Error: "relay latched: reset first", State: "latched"}
 	return map[string][]byte{
@@ -58,6 +63,7 @@ func goldenCases() map[string][]byte {
 		"telemetry_batch.json":   batch.Marshal(),
 		"event_grid_surge.json":  ev.AppendJSON(nil),
 		"status_online.json":     st.AppendJSON(nil),
+		"status_link.json":       stLink.AppendJSON(nil),
 		"cmd_set_intervals.json": cmd.AppendJSON(nil),
 		"cmd_ack.json":           ack.AppendJSON(nil),
 	}
