@@ -33,10 +33,17 @@ const (
 	// OTADir is copied file by file: the release store only ever adds
 	// files and rewrites small ones atomically.
 	OTADir = "ota"
+	// ModelsDir holds the retrained models and the ACTIVE pointer
+	// (internal/server.ModelsDir, internal/labels); also copied file by file.
+	ModelsDir = "models"
 )
 
-// smallFiles are copied as they are when present.
-var smallFiles = []string{"model.json", "api-token.json", registry.AdminFile}
+// smallFiles are copied as they are when present: the default model, the
+// API token, the admin credential and the labelled spans of the dashboard.
+var smallFiles = []string{"model.json", "api-token.json", registry.AdminFile, "labels.json"}
+
+// trees are directories copied file by file when present.
+var trees = []string{OTADir, ModelsDir}
 
 // Manifest describes a backup (ManifestFile at its top).
 type Manifest struct {
@@ -100,13 +107,17 @@ func Create(ctx context.Context, dataDir string, st Snapshotter, out string) (Ma
 		}
 		m.Files = append(m.Files, f)
 	}
-	if fi, err := os.Stat(filepath.Join(dataDir, OTADir)); err == nil && fi.IsDir() {
-		files, err := copyTree(filepath.Join(dataDir, OTADir), filepath.Join(out, OTADir))
+	for _, dir := range trees {
+		fi, err := os.Stat(filepath.Join(dataDir, dir))
+		if err != nil || !fi.IsDir() {
+			continue
+		}
+		files, err := copyTree(filepath.Join(dataDir, dir), filepath.Join(out, dir))
 		if err != nil {
 			return m, fmt.Errorf("backup: %w", err)
 		}
 		for _, f := range files {
-			m.Files = append(m.Files, filepath.ToSlash(filepath.Join(OTADir, f)))
+			m.Files = append(m.Files, filepath.ToSlash(filepath.Join(dir, f)))
 		}
 	}
 	b, _ := json.MarshalIndent(m, "", "  ")

@@ -59,7 +59,7 @@ func newLiveData(t *testing.T) *liveData {
 		}
 		l.tok[id] = tok
 	}
-	for name, body := range map[string]string{"model.json": `{"m":1}`, "api-token.json": `{"token":"x"}`, "ota/releases/1.0.0/manifest.json": "{}"} {
+	for name, body := range map[string]string{"model.json": `{"m":1}`, "api-token.json": `{"token":"x"}`, "ota/releases/1.0.0/manifest.json": "{}", "labels.json": `[]`, "models/ACTIVE": "model-v1.json\n", "models/model-v1.json": `{"m":2}`} {
 		p := filepath.Join(dir, filepath.FromSlash(name))
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 			t.Fatal(err)
@@ -99,7 +99,7 @@ func checkRestored(t *testing.T, dir string, want []stored, devices ...string) {
 			t.Errorf("restored registry: device %s: %v", id, err)
 		}
 	}
-	for _, f := range []string{"model.json", "api-token.json", registry.AdminFile, "ota/releases/1.0.0/manifest.json"} {
+	for _, f := range []string{"model.json", "api-token.json", registry.AdminFile, "ota/releases/1.0.0/manifest.json", "labels.json", "models/ACTIVE", "models/model-v1.json"} {
 		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(f))); err != nil {
 			t.Errorf("restored %s: %v", f, err)
 		}
@@ -157,7 +157,7 @@ func TestBackupWhileServing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !m.Store || !m.Registry || len(m.Files) != 4 {
+	if !m.Store || !m.Registry || len(m.Files) != 7 {
 		t.Errorf("manifest %+v", m)
 	}
 	t.Logf("%d devices were added during the backup", added.Load())
