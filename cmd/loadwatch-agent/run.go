@@ -21,6 +21,7 @@ import (
 	"loadwatch/internal/dutycycle"
 	"loadwatch/internal/loadsim"
 	"loadwatch/internal/mqttc"
+	"loadwatch/internal/ota/otaagent"
 	"loadwatch/internal/outbox"
 	"loadwatch/internal/power"
 	"loadwatch/internal/pzem"
@@ -72,7 +73,15 @@ type runCmd struct {
 	SessionExpiry  time.Duration `name:"session-expiry" help:"How long the broker keeps the session while the agent sleeps [24h]." yaml:"session-expiry"`
 	PublishTimeout time.Duration `name:"publish-timeout" help:"Give up on a PUBACK after this long and retry [10s]." yaml:"publish-timeout"`
 	RetryDelay     time.Duration `name:"retry-delay" help:"Wait after a failed connection or publish [5s]." yaml:"retry-delay"`
-	OTACommand     string        `name:"ota-command" help:"Command run for check_ota, e.g. 'systemctl start --no-block loadwatch-agent-update.service' (empty: check_ota is refused)." yaml:"ota-command"`
+	OTACommand     string        `name:"ota-command" help:"Alternative to --ota-server: command run for check_ota, e.g. 'systemctl start --no-block loadwatch-agent-update.service' (neither: check_ota is refused)." yaml:"ota-command"`
+
+	OTAServer         string        `name:"ota-server" env:"LOADWATCH_OTA_SERVER" help:"loadwatch server base URL (https://host:port) for over-the-air updates, checked in-process on the heartbeat and on check_ota; a new version must pass its health check or is rolled back." yaml:"ota-server"`
+	OTAKey            []string      `name:"ota-key" env:"LOADWATCH_OTA_KEY" help:"Pinned minisign public key file(s) releases must be signed with [/etc/loadwatch-agent/ota.pub]." yaml:"ota-key"`
+	OTAChannel        string        `name:"ota-channel" env:"LOADWATCH_OTA_CHANNEL" help:"Release channel this device follows [stable]." yaml:"ota-channel"`
+	OTAToken          string        `name:"ota-token" env:"LOADWATCH_OTA_TOKEN" help:"This device's OTA bearer token [--password]." yaml:"ota-token"`
+	OTAState          string        `name:"ota-state" env:"LOADWATCH_OTA_STATE" help:"OTA state directory (state.json, staging/) [/var/lib/loadwatch-agent/ota]." yaml:"ota-state"`
+	OTABinary         string        `name:"ota-binary" help:"Installed binary OTA replaces and restarts [this executable]." yaml:"ota-binary"`
+	OTAHealthDeadline time.Duration `name:"ota-health-deadline" help:"A new version must read its meters and connect to the broker within this long after an update, or the previous binary is restored [2m]." yaml:"ota-health-deadline"`
 	LogLevel       string        `name:"log-level" help:"debug, info, warn or error [info]." yaml:"log-level"`
 
 	// test hooks
@@ -138,15 +147,13 @@ func parseThreshold(s string) (w power.Watts, pct float64, err error) {
 	return w, pct, nil
 }
 
+// Run runs the agent. With --ota-server it first lets a version on trial
+// prove itself (Boot, while the loop runs), and after an installed update
+// or a rollback it stops the loop cleanly and execs the installed binary
+// (same pid: the supervisor keeps tracking it).
 func (c *runCmd) Run(ctx context.Context) error {
 	if err := c.mergeFile(); err != nil {
 		return err
-	}
-	if c.Broker == "" || c.Device == "" {
-		return errors.New("run: --broker and --device are required (flags, env or config file)")
-	}
-	if (c.Port == "") == !c.Sim {
-		return errors.New("run: give exactly one of --port DEV and --sim")
 	}
 	level := slog.LevelInfo
 	if c.LogLevel != "" {
@@ -155,26 +162,80 @@ func (c *runCmd) Run(ctx context.Context) error {
 		}
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	up, err := c.otaRun(log)
+	if err != nil {
+		return err
+	}
+	started, err := c.run(ctx, log, up)
+	if up == nil {
+		return err
+	}
+	if !started && err != nil && up.bootFailed(ctx, err) {
+		log.Error("run: this version cannot start after an update; restarting the previous binary", "err", err)
+		return otaagent.Exec(up.binary, os.Args[1:])
+	}
+	if why := up.execPending(); why != "" && ctx.Err() == nil {
+		log.Info("run: restarting into the installed binary", "why", why, "binary", up.binary)
+		return otaagent.Exec(up.binary, os.Args[1:])
+	}
+	return err
+}
+
+// otaRun makes the in-process updater when --ota-server is given.
+func (c *runCmd) otaRun(log *slog.Logger) (*otaRun, error) {
+	if c.OTAServer == "" {
+		return nil, nil
+	}
+	if c.OTACommand != "" {
+		return nil, errors.New("run: give --ota-server or --ota-command, not both")
+	}
+	keys := c.OTAKey
+	if len(keys) == 0 {
+		keys = []string{"/etc/loadwatch-agent/ota.pub"}
+	}
+	token := c.OTAToken
+	if token == "" {
+		token = c.Password
+	}
+	up, err := newOTARun(otaSettings{Server: c.OTAServer, Keys: keys, Channel: c.OTAChannel, Token: token,
+		State: c.OTAState, Binary: c.OTABinary, HealthDeadline: c.OTAHealthDeadline}, log)
+	if err != nil {
+		return nil, fmt.Errorf("run: ota: %w", err)
+	}
+	return up, nil
+}
+
+// run sets the agent up and runs it; started says whether the loop ran.
+func (c *runCmd) run(ctx context.Context, log *slog.Logger, up *otaRun) (started bool, err error) {
+	if c.Broker == "" || c.Device == "" {
+		return false, errors.New("run: --broker and --device are required (flags, env or config file)")
+	}
+	if (c.Port == "") == !c.Sim {
+		return false, errors.New("run: give exactly one of --port DEV and --sim")
+	}
 	addrs := c.Addr
 	if len(addrs) == 0 {
 		addrs = []int{1}
 	}
 	for _, a := range addrs {
 		if err := pzem.CheckAddress(a); err != nil {
-			return fmt.Errorf("run: --addr: %w", err)
+			return false, fmt.Errorf("run: --addr: %w", err)
 		}
 	}
 	changeW, changePct, err := parseThreshold(c.Threshold)
 	if err != nil {
-		return err
+		return false, err
 	}
 	outDir := c.Outbox
 	if outDir == "" {
 		outDir = "/var/lib/loadwatch-agent/outbox"
 	}
 	mq := mqttc.Config{Broker: c.Broker, ClientID: c.Device, Password: c.Password, CAFile: c.CA, SessionExpiry: c.SessionExpiry}
+	if otaTestFault == "broker" {
+		mq.Password += "-test-fault"
+	}
 	if err := mq.Validate(); err != nil {
-		return fmt.Errorf("run: %w", err)
+		return false, fmt.Errorf("run: %w", err)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -185,7 +246,7 @@ func (c *runCmd) Run(ctx context.Context) error {
 	if c.Sim {
 		sim, sensor, err = c.startSim(ctx, addrs)
 		if err != nil {
-			return err
+			return false, err
 		}
 		for i := range meters {
 			meters[i].Relay = sim.Relays[i]
@@ -193,24 +254,24 @@ func (c *runCmd) Run(ctx context.Context) error {
 	} else {
 		p, err := serialport.Open(c.Port)
 		if err != nil {
-			return fmt.Errorf("run: %w", err)
+			return false, fmt.Errorf("run: %w", err)
 		}
 		defer p.Close()
 		d, err := pzem.New(p, nil)
 		if err != nil {
-			return fmt.Errorf("run: %w", err)
+			return false, fmt.Errorf("run: %w", err)
 		}
 		sensor = d
 		for i, line := range c.RelayLine {
 			if i >= len(meters) {
-				return errors.New("run: more --relay-line values than meters")
+				return false, errors.New("run: more --relay-line values than meters")
 			}
 			if line < 0 {
 				continue
 			}
 			g, err := relay.OpenGPIO(relay.GPIOOpts{Chip: c.RelayChip, Line: line, ActiveLow: c.RelayActiveLow, Closed: true})
 			if err != nil {
-				return fmt.Errorf("run: %w", err)
+				return false, fmt.Errorf("run: %w", err)
 			}
 			defer g.Close()
 			meters[i].Relay = g
@@ -230,20 +291,32 @@ func (c *runCmd) Run(ctx context.Context) error {
 		Linger: c.Linger, PublishTimeout: c.PublishTimeout, RetryDelay: c.RetryDelay,
 		ClockSynced: agent.ClockCheck(buildDate()), Logger: log,
 	}
+	if otaTestFault == "meter" {
+		cfg.Sensor = faultySensor{}
+	}
 	if c.OTACommand != "" {
 		cfg.OTA = otaCommand(c.OTACommand)
 	}
+	if up != nil {
+		cfg.OTA, cfg.Dialer, up.stop = up, up.dialer(cfg.Dialer), cancel
+	}
 	a, err := agent.New(cfg)
 	if err != nil {
-		return fmt.Errorf("run: %w", err)
+		return false, fmt.Errorf("run: %w", err)
 	}
 	log.Info("loadwatch-agent running", "devices", a.Devices(), "broker", c.Broker, "outbox", outDir, "sim", c.Sim, "always_on", c.AlwaysOn)
 	if c.onStart != nil {
 		c.onStart(a, sim)
 	}
+	if up != nil {
+		go up.boot(ctx, a.Stats)
+	}
 	err = a.Run(ctx)
 	log.Info("loadwatch-agent stopped", "stats", fmt.Sprintf("%+v", a.Stats()))
-	return err
+	if up != nil && up.execPending() != "" && errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return true, err
 }
 
 // buildDate is the link-time build date, or zero (then ClockCheck uses its
