@@ -82,7 +82,7 @@ type runCmd struct {
 	OTAState          string        `name:"ota-state" env:"LOADWATCH_OTA_STATE" help:"OTA state directory (state.json, staging/) [/var/lib/loadwatch-agent/ota]." yaml:"ota-state"`
 	OTABinary         string        `name:"ota-binary" help:"Installed binary OTA replaces and restarts [this executable]." yaml:"ota-binary"`
 	OTAHealthDeadline time.Duration `name:"ota-health-deadline" help:"A new version must read its meters and connect to the broker within this long after an update, or the previous binary is restored [2m]." yaml:"ota-health-deadline"`
-	LogLevel       string        `name:"log-level" help:"debug, info, warn or error [info]." yaml:"log-level"`
+	LogLevel          string        `name:"log-level" help:"debug, info, warn or error [info]." yaml:"log-level"`
 
 	// test hooks
 	onStart func(a *agent.Agent, sim *simBus)

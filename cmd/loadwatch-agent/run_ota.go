@@ -40,7 +40,7 @@ type otaRun struct {
 
 	ready   atomic.Bool   // Boot finished: checks may run
 	readyCh chan struct{} // closed with ready
-	checkMu sync.Mutex  // one check at a time (TryLock)
+	checkMu sync.Mutex    // one check at a time (TryLock)
 
 	mu       sync.Mutex
 	execWhy  string        // non-empty: exec binary once the loop stopped
