@@ -73,6 +73,7 @@ type runCmd struct {
 	SessionExpiry  time.Duration `name:"session-expiry" help:"How long the broker keeps the session while the agent sleeps [24h]." yaml:"session-expiry"`
 	PublishTimeout time.Duration `name:"publish-timeout" help:"Give up on a PUBACK after this long and retry [10s]." yaml:"publish-timeout"`
 	RetryDelay     time.Duration `name:"retry-delay" help:"Wait after a failed connection or publish [5s]." yaml:"retry-delay"`
+	LogLevel       string        `name:"log-level" help:"debug, info, warn or error [info]." yaml:"log-level"`
 	OTACommand     string        `name:"ota-command" help:"Alternative to --ota-server: command run for check_ota, e.g. 'systemctl start --no-block loadwatch-agent-update.service' (neither: check_ota is refused)." yaml:"ota-command"`
 
 	OTAServer         string        `name:"ota-server" env:"LOADWATCH_OTA_SERVER" help:"loadwatch server base URL (https://host:port) for over-the-air updates, checked in-process on the heartbeat and on check_ota; a new version must pass its health check or is rolled back." yaml:"ota-server"`
@@ -82,7 +83,6 @@ type runCmd struct {
 	OTAState          string        `name:"ota-state" env:"LOADWATCH_OTA_STATE" help:"OTA state directory (state.json, staging/) [/var/lib/loadwatch-agent/ota]." yaml:"ota-state"`
 	OTABinary         string        `name:"ota-binary" help:"Installed binary OTA replaces and restarts [this executable]." yaml:"ota-binary"`
 	OTAHealthDeadline time.Duration `name:"ota-health-deadline" help:"A new version must read its meters and connect to the broker within this long after an update, or the previous binary is restored [2m]." yaml:"ota-health-deadline"`
-	LogLevel          string        `name:"log-level" help:"debug, info, warn or error [info]." yaml:"log-level"`
 
 	// test hooks
 	onStart func(a *agent.Agent, sim *simBus)

@@ -392,3 +392,50 @@ func TestRunOTAHealth(t *testing.T) {
 		t.Errorf("healthy: %v", err)
 	}
 }
+
+// TestRunOTAFlags: the OTA settings come from the config file like every
+// flag, and bad OTA invocations are refused before anything runs.
+func TestRunOTAFlags(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "agent.yaml")
+	yaml := "broker: mqtt://broker.lan:1883\ndevice: kitchen\nota-server: https://lw.example:8443\nota-key: [/etc/k1.pub, /etc/k2.pub]\n" +
+		"ota-channel: beta\nota-state: /data/ota\nota-health-deadline: 90s\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := parseRun(t, "--config", file, "--ota-channel", "canary")
+	if err := c.mergeFile(); err != nil {
+		t.Fatal(err)
+	}
+	if c.OTAServer != "https://lw.example:8443" || len(c.OTAKey) != 2 || c.OTAChannel != "canary" ||
+		c.OTAState != "/data/ota" || c.OTAHealthDeadline != 90*time.Second {
+		t.Fatalf("merged %+v: want the OTA settings from the file, the channel from the flag", c)
+	}
+
+	pub, _, err := ota.GenerateKey(rand.NewChaCha8([32]byte{1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "ota.pub")
+	pt, _ := pub.MarshalText()
+	os.WriteFile(keyFile, pt, 0o644)
+	garbage := filepath.Join(dir, "garbage.pub")
+	os.WriteFile(garbage, []byte("not a key\n"), 0o644)
+	base := []string{"--sim", "--broker", "mqtt://127.0.0.1:1883", "--device", "a", "--outbox", dir, "--ota-server", "http://127.0.0.1:1", "--ota-state", dir}
+	for name, tc := range map[string]struct {
+		args []string
+		want string
+	}{
+		"with --ota-command": {[]string{"--ota-key", keyFile, "--password", "p", "--ota-command", "true"}, "not both"},
+		"no token":           {[]string{"--ota-key", keyFile}, "device token"},
+		"missing key":        {[]string{"--ota-key", filepath.Join(dir, "none.pub"), "--password", "p"}, "--ota-key"},
+		"bad key":            {[]string{"--ota-key", garbage, "--password", "p"}, "--ota-key"},
+		// the test binary has no release version to compare releases with
+		"unversioned build": {[]string{"--ota-key", keyFile, "--ota-token", "t"}, "running version"},
+	} {
+		c := parseRun(t, append(append([]string{}, base...), tc.args...)...)
+		if err := c.Run(t.Context()); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", name, err, tc.want)
+		}
+	}
+}
