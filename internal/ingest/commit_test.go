@@ -408,3 +408,23 @@ func (s slowStore) Append(ctx context.Context, b []store.Sample) error {
 	time.Sleep(50 * time.Microsecond)
 	return s.Store.Append(ctx, b)
 }
+
+// TestAppendConcurrencyNegativeDisablesGrouping: with grouping off, a
+// message does not wait for another device's running append.
+func TestAppendConcurrencyNegativeDisablesGrouping(t *testing.T) {
+	g := newGate(&recStore{})
+	p, _ := New(Config{Store: g, Now: func() time.Time { return t0.Add(time.Hour) }, AppendConcurrency: -1})
+	g.arm()
+	blocker := ingestAsync(context.Background(), p, "blocker", payload("e", 1, t0, "10"))
+	<-g.entered
+	if c, err := p.Ingest(context.Background(), "x", telemetry.Topic("x", telemetry.ChannelTelemetry), payload("e", 1, t0, "1")); c != 0 {
+		t.Fatal(err)
+	}
+	close(g.release)
+	if r := <-blocker; r.code != 0 {
+		t.Fatal(r.err)
+	}
+	if s := p.Stats(); s.Appends != 2 || s.AppendedMessages != 2 {
+		t.Fatalf("stats %+v", s)
+	}
+}

@@ -103,7 +103,12 @@ type Config struct {
 	// DedupeWindow is how many recent sequence numbers per device and
 	// epoch are remembered. Default 8192.
 	DedupeWindow int
-	Logger       *slog.Logger
+	// AppendConcurrency is how many store appends may run at once;
+	// messages that arrive while that many run are appended together
+	// once one ends (group commit). Default 0: GOMAXPROCS. A negative
+	// value disables grouping: every message appends on its own.
+	AppendConcurrency int
+	Logger            *slog.Logger
 }
 
 // Pipeline is the ingest pipeline. It is safe for concurrent use.
@@ -150,7 +155,13 @@ func New(cfg Config) (*Pipeline, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Pipeline{cfg: cfg, log: cfg.Logger.With("component", "ingest"), rejected: map[RejectKey]uint64{}}
-	p.commit.st, p.commit.parallel = cfg.Store, runtime.GOMAXPROCS(0)
+	p.commit.st, p.commit.parallel = cfg.Store, cfg.AppendConcurrency
+	switch {
+	case cfg.AppendConcurrency == 0:
+		p.commit.parallel = runtime.GOMAXPROCS(0)
+	case cfg.AppendConcurrency < 0:
+		p.commit.parallel = math.MaxInt // never queue
+	}
 	return p, nil
 }
 
