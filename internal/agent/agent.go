@@ -230,6 +230,10 @@ type Agent struct {
 
 	otaLast time.Time   // sampling loop only: start of the last heartbeat check
 	otaBusy atomic.Bool // a heartbeat check is running
+
+	link      atomic.Pointer[map[uint8]telemetry.LinkCounters] // latest LinkReporter snapshot
+	linkLast  time.Time                                        // sampling loop only: last status refresh request
+	statusDue atomic.Bool                                      // the network side should publish status again
 }
 
 // ErrConfig wraps configuration errors.
@@ -523,6 +527,7 @@ func (a *Agent) readAndProcess(ctx context.Context, d *device, dueDuty bool) {
 			a.log.Warn("agent: meter read failed", "device", d.id, "err", err)
 		}
 		a.applySafety(ctx, d, d.safety.Tick(now), false)
+		a.linkTick(d, now, false)
 		if dueDuty {
 			// Try again a little later; the duty cycle's slot stays due.
 			d.retryAt = now.Add(min(d.duty.Config().Wake, time.Second))
@@ -615,6 +620,7 @@ func (a *Agent) process(ctx context.Context, d *device, r power.Reading, dueDuty
 	}
 	a.count(func(s *Stats) { s.Reports++ })
 	a.saveLedger(d)
+	a.linkTick(d, r.Time, true)
 	a.wake()
 	a.otaHeartbeat(ctx, d, r.Time)
 }

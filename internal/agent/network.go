@@ -159,16 +159,10 @@ func (a *Agent) goodbye(ctx context.Context, sess Session) {
 		defer s.Close(gctx)
 		sess = s
 	}
-	off := telemetry.Status{State: telemetry.StatusOffline, Firmware: a.cfg.Firmware, Time: a.cfg.Now()}
-	payload := off.AppendJSON(nil)
-	seen := map[string]bool{}
-	for _, id := range append(a.Devices(), a.cfg.ID) {
-		if !seen[id] {
-			seen[id] = true
-			if err := a.publish(gctx, sess, telemetry.Topic(id, telemetry.ChannelStatus), payload, true, nil); err != nil {
-				a.log.Warn("agent: status offline not sent", "err", err)
-				return
-			}
+	for _, id := range a.statusIDs() {
+		if err := a.publish(gctx, sess, telemetry.Topic(id, telemetry.ChannelStatus), a.statusPayload(telemetry.StatusOffline, id), true, nil); err != nil {
+			a.log.Warn("agent: status offline not sent", "err", err)
+			return
 		}
 	}
 }
@@ -219,14 +213,13 @@ func (a *Agent) connect(ctx context.Context) (Session, error) {
 		return nil, err
 	}
 	a.count(func(s *Stats) { s.Connects++ })
-	online := telemetry.Status{State: telemetry.StatusOnline, Firmware: a.cfg.Firmware, Time: a.cfg.Now()}
-	payload := online.AppendJSON(nil)
+	a.statusDue.Store(false) // this status carries the latest link counters
 	for _, id := range ids {
 		if !seen[id] {
 			continue
 		}
 		seen[id] = false
-		if err := a.publish(ctx, sess, telemetry.Topic(id, telemetry.ChannelStatus), payload, true, nil); err != nil {
+		if err := a.publish(ctx, sess, telemetry.Topic(id, telemetry.ChannelStatus), a.statusPayload(telemetry.StatusOnline, id), true, nil); err != nil {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 			sess.Close(cctx)
 			cancel()
@@ -257,8 +250,12 @@ func (a *Agent) publish(ctx context.Context, sess Session, topic string, payload
 	return nil
 }
 
-// flush sends the pending acks, then every stream's backlog in order.
+// flush sends a status refresh when one is due, the pending acks, then
+// every stream's backlog in order.
 func (a *Agent) flush(ctx context.Context, sess Session) error {
+	if err := a.refreshStatus(ctx, sess); err != nil {
+		return err
+	}
 	for {
 		var k ack
 		select {
