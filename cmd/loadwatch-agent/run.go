@@ -25,6 +25,7 @@ import (
 	"loadwatch/internal/outbox"
 	"loadwatch/internal/power"
 	"loadwatch/internal/pzem"
+	"loadwatch/internal/pzem/pzemagent"
 	"loadwatch/internal/pzem/pzemtest"
 	"loadwatch/internal/relay"
 	"loadwatch/internal/safety"
@@ -261,7 +262,7 @@ func (c *runCmd) run(ctx context.Context, log *slog.Logger, up *otaRun) (started
 		if err != nil {
 			return false, fmt.Errorf("run: %w", err)
 		}
-		sensor = d
+		sensor = pzemagent.Sensor{Dev: d} // the driver with its link counters
 		for i, line := range c.RelayLine {
 			if i >= len(meters) {
 				return false, errors.New("run: more --relay-line values than meters")
@@ -368,7 +369,7 @@ func (c *runCmd) startSim(ctx context.Context, addrs []int) (*simBus, agent.Sens
 	if err != nil {
 		return nil, nil, err
 	}
-	return sb, d, nil
+	return sb, pzemagent.Sensor{Dev: d}, nil
 }
 
 // otaCommand runs a command line for check_ota (the update itself runs in
