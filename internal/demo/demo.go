@@ -27,6 +27,7 @@ import (
 	"loadwatch/internal/ingest"
 	"loadwatch/internal/mqttc"
 	"loadwatch/internal/pzem"
+	"loadwatch/internal/pzem/pzemagent"
 	"loadwatch/internal/pzem/pzemtest"
 	"loadwatch/internal/registry"
 	"loadwatch/internal/relay"
@@ -286,7 +287,7 @@ func (d *Demo) startAgent(ctx context.Context, reg *registry.Registry, spec Agen
 		return nil, errors.New("demo: the server has no MQTT listener")
 	}
 	a, err := agent.New(agent.Config{
-		ID: spec.ID, Meters: []agent.Meter{{Addr: 1, Relay: rel}}, Sensor: dev,
+		ID: spec.ID, Meters: []agent.Meter{{Addr: 1, Relay: rel}}, Sensor: pzemagent.Sensor{Dev: dev},
 		Dialer:    dialer{mqttc.Config{Broker: "mqtt://" + broker, ClientID: spec.ID, Password: tok}},
 		OutboxDir: filepath.Join(d.cfg.DataDir, AgentsDir, spec.ID),
 		Duty:      dutycycle.Config{Wake: d.cfg.Wake, Heartbeat: d.cfg.Heartbeat},
