@@ -191,7 +191,7 @@ func (o *otaRun) boot(ctx context.Context, stats func() agent.Stats) {
 // on trial that cannot even start its loop rolls back at once. It returns
 // whether the previous binary was restored.
 func (o *otaRun) bootFailed(ctx context.Context, err error) bool {
-	res, berr := o.u.Boot(ctx, func(context.Context) error { return fmt.Errorf("config: %w", err) })
+	res, berr := o.u.Boot(ctx, func(context.Context) error { return fmt.Errorf("cannot start: %w", err) })
 	if berr != nil {
 		o.log.Error("ota: boot", "err", berr)
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
@@ -437,5 +439,54 @@ func TestRunOTAFlags(t *testing.T) {
 		if err := c.Run(t.Context()); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want %q", name, err, tc.want)
 		}
+	}
+}
+
+// TestRunOTABootFailed: a version on trial whose agent cannot even be
+// built fails its health check at once with that error and the previous
+// binary is back; a version not on trial is left alone.
+func TestRunOTABootFailed(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin", "loadwatch-agent")
+	os.MkdirAll(filepath.Dir(bin), 0o755)
+	if err := os.WriteFile(bin, []byte("old binary"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "ota")
+	mk := func(version string) *otaRun {
+		u, err := otaagent.New(otaagent.Config{Dir: state, Binary: bin, Current: version, Channel: "stable", OS: "linux", Arch: "amd64"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &otaRun{u: u, binary: bin, log: quietLog(t), readyCh: make(chan struct{})}
+	}
+	// Not on trial: nothing happens.
+	if mk("v1.0.0").bootFailed(t.Context(), errors.New("serial port missing")) {
+		t.Fatal("a version not on trial was rolled back")
+	}
+	// Install v2 as Update would, then start v2 with a broken setup.
+	staged := filepath.Join(dir, "staged")
+	newBin := []byte("new binary")
+	os.WriteFile(staged, newBin, 0o600)
+	sum := sha256.Sum256(newBin)
+	if err := mk("v1.0.0").u.Install(ota.Manifest{Version: "v2.0.0", SHA256: hex.EncodeToString(sum[:])}, staged); err != nil {
+		t.Fatal(err)
+	}
+	if !mk("v2.0.0").bootFailed(t.Context(), errors.New("serial port missing")) {
+		t.Fatal("a trial version that cannot start was not rolled back")
+	}
+	if b, _ := os.ReadFile(bin); string(b) != "old binary" {
+		t.Fatalf("installed binary %q after the rollback", b)
+	}
+	st, err := otaagent.LoadState(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range st.Unreported {
+		found = found || (r.Kind == "result" && r.Version == "v2.0.0" && !r.OK && strings.Contains(r.Detail, "cannot start: serial port missing"))
+	}
+	if !found || len(st.Bad) != 1 || st.Bad[0] != "v2.0.0" {
+		t.Fatalf("state %+v: want v2.0.0 bad and its failure queued", st)
 	}
 }
