@@ -39,7 +39,9 @@ type device struct {
 	skew       time.Duration
 	hasSkew    bool
 	skewed     bool
-	lastReadAt time.Time // receive time of the newest reading
+	lastReadAt time.Time                        // receive time of the newest reading
+	link       map[uint8]telemetry.LinkCounters // from the last status that had them; replaced, never changed
+	linkAt     time.Time                        // receive time of that status
 }
 
 // update records r as the device's latest reading (if it is not older
@@ -49,6 +51,14 @@ func (d *device) update(r result, now time.Time) {
 	d.readings++
 	if !d.hasLast || !r.reading.Time.Before(d.last.reading.Time) {
 		d.last, d.hasLast = r, true
+	}
+}
+
+// observeLink keeps the link counters of a status that has them (a last
+// will or a status without counters leaves the known ones); d.mu is held.
+func (d *device) observeLink(s *telemetry.Status, now time.Time) {
+	if s.Link != nil {
+		d.link, d.linkAt = s.Link, now
 	}
 }
 
@@ -81,6 +91,11 @@ type Device struct {
 	Firmware   string
 	ClockSkew  time.Duration // reading time minus receive time of the last live reading
 	HasSkew    bool
+	// Link are the meter link counters by meter address from the newest
+	// status that carried them (nil: none yet); LinkAt is when that status
+	// arrived. The map is shared: do not change it.
+	Link   map[uint8]telemetry.LinkCounters
+	LinkAt time.Time
 }
 
 // StateAt classifies the device at now: online when heard from within
@@ -104,7 +119,7 @@ func (d *device) snapshot() Device {
 	defer d.mu.Unlock()
 	s := Device{
 		ID: d.id, LastSeen: d.lastSeen, Readings: d.readings, Status: d.status, StatusAt: d.statusAt,
-		Firmware: d.firmware, ClockSkew: d.skew, HasSkew: d.hasSkew,
+		Firmware: d.firmware, ClockSkew: d.skew, HasSkew: d.hasSkew, Link: d.link, LinkAt: d.linkAt,
 	}
 	if d.hasLast {
 		l := &d.last

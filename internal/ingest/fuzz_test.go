@@ -19,6 +19,7 @@ func FuzzIngest(f *testing.F) {
 	f.Add("telemetry", []byte(`{"v":1,"epoch":"e","readings":[{"seq":1,"ts":"2026-11-29T12:00:00Z","clock_synced":false,"power":5,"state":"heartbeat","features":{"v":1,"p":5}}]}`))
 	f.Add("event", []byte(`{"v":1,"kind":"load_on","ts":"2026-11-29T12:00:00Z","clock_synced":true}`))
 	f.Add("status", []byte(`{"v":1,"state":"offline"}`))
+	f.Add("status", []byte(`{"v":1,"state":"online","link":{"1":{"requests":9,"replies":7,"crc_errors":1,"timeouts":1,"last_latency_ms":112.5}}}`))
 	f.Add("cmd/ack", []byte(`{"v":1,"id":"x","ok":true}`))
 	f.Add("tele", []byte(`{"Time":"2026-11-29T12:00:00","ENERGY":{"Total":1,"Power":2}}`))
 	st := &memStore{}

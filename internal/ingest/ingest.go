@@ -535,6 +535,7 @@ func (p *Pipeline) status(d *device, payload []byte, now time.Time) (byte, error
 	if s.Firmware != "" {
 		d.firmware = s.Firmware
 	}
+	d.observeLink(&s, now)
 	if s.State == telemetry.StatusOnline {
 		d.lastSeen = now
 	}
@@ -565,6 +566,7 @@ func (p *Pipeline) ObserveStatus(topic string, payload []byte, retained bool) {
 	d.mu.Lock()
 	changed := d.status != s.State || s.State == telemetry.StatusOffline && d.statusAt.Before(d.lastSeen)
 	d.status, d.statusAt = s.State, now
+	d.observeLink(&s, now)
 	d.mu.Unlock()
 	if changed && p.cfg.Notifier != nil {
 		p.cfg.Notifier.Notify(Event{Type: EventStatus, Device: dev, Time: now, Status: string(s.State), Firmware: s.Firmware})
