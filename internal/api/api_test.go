@@ -70,7 +70,9 @@ func newTestAPI(t *testing.T, pub *fakePub) (*httptest.Server, *Commands, *inges
 	cmds := NewCommands(pub, func() time.Time { return t0 })
 	rd := power.Reading{Time: t0, Power: 42, Has: power.FieldPower}
 	devs := fakeDevices{
-		{ID: "on", LastSeen: t0.Add(-5 * time.Second), Reading: rd, HasReading: true, Class: "laptop", Confidence: 0.9, Classified: true},
+		{ID: "on", LastSeen: t0.Add(-5 * time.Second), Reading: rd, HasReading: true, Class: "laptop", Confidence: 0.9, Classified: true,
+			Link:   map[uint8]telemetry.LinkCounters{1: {Requests: 100, Replies: 97, CRCErrors: 2, Timeouts: 1, Retries: 3, LastLatency: 112500 * time.Microsecond}},
+			LinkAt: t0.Add(-time.Minute)},
 		{ID: "sleepy", LastSeen: t0.Add(-5 * time.Minute)},
 		{ID: "gone", LastSeen: t0.Add(-time.Second), Status: telemetry.StatusOffline, StatusAt: t0},
 	}
@@ -113,6 +115,19 @@ func TestDevicesStates(t *testing.T) {
 	}
 	if got["sleepy"]["power"] != nil {
 		t.Errorf("a device without readings has power %v, want null", got["sleepy"]["power"])
+	}
+	// Link counters by meter address, absent when unknown.
+	link, _ := on["link"].(map[string]any)
+	m1, _ := link["1"].(map[string]any)
+	if len(link) != 1 || m1["requests"] != 100.0 || m1["crc_errors"] != 2.0 || m1["timeouts"] != 1.0 || m1["other"] != 0.0 ||
+		m1["last_latency_ms"] != 112.5 || on["link_time"] != "2026-11-29T11:59:00Z" {
+		t.Errorf("on link = %v at %v", on["link"], on["link_time"])
+	}
+	if _, ok := got["sleepy"]["link"]; ok {
+		t.Errorf("a device without counters has link %v, want none", got["sleepy"]["link"])
+	}
+	if _, ok := got["sleepy"]["link_time"]; ok {
+		t.Errorf("link_time without counters")
 	}
 }
 

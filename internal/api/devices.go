@@ -3,11 +3,13 @@ package api
 import (
 	"net/http"
 	"sort"
+	"strconv"
 	"time"
 
 	"loadwatch/internal/ingest"
 	"loadwatch/internal/power"
 	"loadwatch/internal/registry"
+	"loadwatch/internal/telemetry"
 )
 
 // DeviceJSON is one device of GET /api/v1/devices. A quantity the device
@@ -37,6 +39,42 @@ type DeviceJSON struct {
 	ClockSkew  *float64 `json:"clock_skew_seconds"` // reading time minus receive time of the last live reading
 	Addrs      []int    `json:"addrs,omitempty"`    // registered meter addresses
 	Tasmota    string   `json:"tasmota_topic,omitempty"`
+	// Link are the meter link counters by meter address ("1".."247") from
+	// the device's newest status that carried them, counted by the agent
+	// since it started; absent when unknown. LinkTime is when that status
+	// arrived.
+	Link     map[string]LinkJSON `json:"link,omitempty"`
+	LinkTime *string             `json:"link_time,omitempty"`
+}
+
+// LinkJSON are the link counters of one meter address (see
+// telemetry.LinkCounters).
+type LinkJSON struct {
+	Requests      uint64  `json:"requests"`
+	Replies       uint64  `json:"replies"`
+	CRCErrors     uint64  `json:"crc_errors"`
+	Timeouts      uint64  `json:"timeouts"`
+	Exceptions    uint64  `json:"exceptions"`
+	ShortFrames   uint64  `json:"short_frames"`
+	Resyncs       uint64  `json:"resyncs"`
+	Retries       uint64  `json:"retries"`
+	Other         uint64  `json:"other"`
+	LastLatencyMS float64 `json:"last_latency_ms"`
+}
+
+func linkJSON(link map[uint8]telemetry.LinkCounters) map[string]LinkJSON {
+	if len(link) == 0 {
+		return nil
+	}
+	out := make(map[string]LinkJSON, len(link))
+	for a, c := range link {
+		out[strconv.Itoa(int(a))] = LinkJSON{
+			Requests: c.Requests, Replies: c.Replies, CRCErrors: c.CRCErrors, Timeouts: c.Timeouts,
+			Exceptions: c.Exceptions, ShortFrames: c.ShortFrames, Resyncs: c.Resyncs, Retries: c.Retries,
+			Other: c.Other, LastLatencyMS: float64(c.LastLatency) / float64(time.Millisecond),
+		}
+	}
+	return out
 }
 
 func f64(v float64) *float64 { return &v }
@@ -95,6 +133,9 @@ func (a *API) deviceJSON(d ingest.Device, reg *registry.Device, now time.Time) D
 	}
 	if d.HasSkew {
 		out.ClockSkew = f64(d.ClockSkew.Seconds())
+	}
+	if out.Link = linkJSON(d.Link); out.Link != nil {
+		out.LinkTime = rfc3339(d.LinkAt)
 	}
 	return out
 }
