@@ -37,10 +37,44 @@
     c.firmware.textContent = d.firmware || "—";
     c.seen.textContent = LW.ago(d.last_seen);
     c.seen.title = d.last_seen || "";
-    const skew = d.clock_skew_seconds;
-    c.link.textContent = (d.readings || 0) + " readings" + (skew !== null && skew !== undefined && Math.abs(skew) >= 1 ? ", clock " + skew.toFixed(1) + " s" : "");
+    renderLink(c.link, d);
     const f = filter.value.trim().toLowerCase();
     r.tr.hidden = f !== "" && !d.id.toLowerCase().includes(f) && !(d.class || "").toLowerCase().includes(f);
+  }
+
+  // linkText describes every counter of every meter address (tooltip and
+  // screen-reader text).
+  function linkText(link, at) {
+    const parts = Object.keys(link).sort((a, b) => a - b).map(a => {
+      const l = link[a];
+      return "meter " + a + ": " + l.requests + " requests, " + l.replies + " replies, " + l.crc_errors + " CRC errors, " +
+        l.timeouts + " timeouts, " + l.exceptions + " exceptions, " + l.short_frames + " short frames, " + l.resyncs + " resyncs, " +
+        l.retries + " retries, " + l.other + " other; last reply " + l.last_latency_ms + " ms";
+    });
+    return parts.join("; ") + ". Counted by the agent since it started" + (at ? ", reported " + LW.ago(at) : "") + ".";
+  }
+
+  // renderLink fills the Link cell: CRC errors and timeouts summed over the
+  // device's meters (amber above 1 % of requests), then readings stored
+  // and a clock skew of a second or more.
+  function renderLink(td, d) {
+    td.textContent = "";
+    const skew = d.clock_skew_seconds;
+    const rest = (d.readings || 0) + " readings" + (skew !== null && skew !== undefined && Math.abs(skew) >= 1 ? ", clock " + skew.toFixed(1) + " s" : "");
+    if (!d.link) {
+      td.title = "No link counters reported";
+      td.append(LW.el("span", {class: "muted", "aria-hidden": "true", text: "— · "}), rest);
+      return;
+    }
+    let req = 0, crc = 0, to = 0, bad = 0;
+    for (const l of Object.values(d.link)) {
+      req += l.requests; crc += l.crc_errors; to += l.timeouts;
+      bad += l.crc_errors + l.timeouts + l.short_frames + l.exceptions + l.other;
+    }
+    const full = linkText(d.link, d.link_time);
+    td.title = full;
+    td.append(LW.el("span", {class: "link" + (req > 0 && bad / req > 0.01 ? " link-warn" : ""), "aria-hidden": "true", text: crc + " CRC · " + to + " timeouts"}),
+      LW.el("span", {class: "sr-only", text: full + " "}), LW.el("span", {"aria-hidden": "true", text: " · "}), rest);
   }
 
   function flush() {

@@ -169,6 +169,11 @@ func TestDashboardInBrowser(t *testing.T) {
 	pollJS(t, ctx, "100 devices listed", `document.querySelectorAll("#fleet tbody tr").length === 100`, 10*time.Second)
 	pollJS(t, ctx, "kitchen online with a power and a class",
 		`(() => { const r = document.querySelector('#fleet tr[data-device="kitchen"]'); return r && /online/.test(r.innerText) && /\d W/.test(r.innerText) && /(nothing|laptop|iron) \(\d+ %\)/.test(r.innerText); })()`, 15*time.Second)
+	// The Link column: CRC errors and timeouts from the status, flagged
+	// above 1 % of requests, every counter in the tooltip and for screen
+	// readers.
+	pollJS(t, ctx, "kitchen link counters",
+		`(() => { const c = document.querySelector('#fleet tr[data-device="kitchen"] td:last-child'); return c && /5 CRC · 3 timeouts/.test(c.innerText) && c.querySelector(".link-warn") && /meter 1: 480 requests, 471 replies, 5 CRC errors, 3 timeouts, 0 exceptions, 1 short frames, 2 resyncs, 9 retries, 0 other; last reply 118 ms/.test(c.title) && c.querySelector(".sr-only").textContent === c.title + " "; })()`, 10*time.Second)
 	screenshot(t, ctx, dir, "fleet.png")
 	// How long the fleet page took from navigation to 100 rendered rows
 	// (a figure for the docs; speed is never asserted).

@@ -27,8 +27,9 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 var goldenNow = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
 // feedGolden ingests 20 minutes of one device, one reading every 10 s:
-// 10 minutes at 40 W, then 10 at 1500 W, a grid surge event and a relay
-// ack, all in process (no broker timing involved).
+// 10 minutes at 40 W, then 10 at 1500 W, a grid surge event, a status
+// with meter link counters and a relay ack, all in process (no broker
+// timing involved).
 func feedGolden(t *testing.T, e *env) {
 	t.Helper()
 	ctx := context.Background()
@@ -53,6 +54,11 @@ func feedGolden(t *testing.T, e *env) {
 	ev := telemetry.Event{Kind: telemetry.EventGridSurge, Time: goldenNow.Add(-5 * time.Minute), ClockSynced: true, Detail: "V 230.0 -> 246.5 with P flat"}
 	if code, err := e.Pipe.Ingest(ctx, dev, telemetry.Topic(dev, telemetry.ChannelEvent), ev.AppendJSON(nil)); code != 0 {
 		t.Fatalf("event: 0x%02x %v", code, err)
+	}
+	st := telemetry.Status{State: telemetry.StatusOnline, Firmware: "0.9.0", Time: goldenNow.Add(-time.Minute), Link: map[uint8]telemetry.LinkCounters{
+		1: {Requests: 1210, Replies: 1203, CRCErrors: 3, Timeouts: 2, Exceptions: 1, ShortFrames: 1, Resyncs: 2, Retries: 6, LastLatency: 112500 * time.Microsecond}}}
+	if code, err := e.Pipe.Ingest(ctx, dev, telemetry.Topic(dev, telemetry.ChannelStatus), st.AppendJSON(nil)); code != 0 {
+		t.Fatalf("status: 0x%02x %v", code, err)
 	}
 	ack := telemetry.CommandAck{ID: "c1", OK: true, State: "open"}
 	if code, err := e.Pipe.Ingest(ctx, dev, telemetry.Topic(dev, telemetry.ChannelCmdAck), ack.AppendJSON(nil)); code != 0 {
