@@ -75,6 +75,11 @@ type deviceJSON struct {
 	Power *float64 `json:"power"`
 	Class string   `json:"class"`
 	State string   `json:"state"`
+	Link  map[string]struct {
+		Requests  uint64  `json:"requests"`
+		Replies   uint64  `json:"replies"`
+		LatencyMS float64 `json:"last_latency_ms"`
+	} `json:"link"`
 }
 
 type eventJSON struct {
@@ -104,7 +109,8 @@ func getJSON(t *testing.T, url string, v any) bool {
 }
 
 // TestDemoDevicesWithData starts the demo and waits until the devices API
-// lists the four agents, each with a power reading and a class. The
+// lists the four agents, each with a power reading, a class and the link
+// counters of its meter (the real pzem driver's, over the virtual bus). The
 // deadline is generous (a loaded CI machine); docs/DEMO.md has the timing
 // seen here.
 func TestDemoDevicesWithData(t *testing.T) {
@@ -122,7 +128,8 @@ func TestDemoDevicesWithData(t *testing.T) {
 		if getJSON(t, base+"/api/v1/devices", &devs) {
 			n := 0
 			for _, dv := range devs {
-				if want[dv.ID] && dv.Power != nil && dv.Class != "" {
+				l, ok := dv.Link["1"]
+				if want[dv.ID] && dv.Power != nil && dv.Class != "" && ok && l.Requests > 0 && l.Replies <= l.Requests && l.LatencyMS > 0 {
 					n++
 				}
 			}
@@ -135,7 +142,7 @@ func TestDemoDevicesWithData(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	t.Logf("four devices with power and class %v after ready: %+v", time.Since(ready).Round(100*time.Millisecond), devs)
+	t.Logf("four devices with power, class and link counters %v after ready: %+v", time.Since(ready).Round(100*time.Millisecond), devs)
 	for _, frag := range []string{"http://" + d.Server().HTTPAddr() + "/", "admin credential", d.Server().AdminCredentialFile(), "API token"} {
 		if !strings.Contains(out.String(), frag) {
 			t.Errorf("the banner lacks %q:\n%s", frag, out.String())
