@@ -38,9 +38,9 @@ type otaRun struct {
 	log    *slog.Logger
 	stop   context.CancelFunc // stops the agent loop (set by run)
 
-	ready   atomic.Bool   // Boot finished: checks may run
-	readyCh chan struct{} // closed with ready
-	checkMu sync.Mutex    // one check at a time (TryLock)
+	ready    atomic.Bool   // Boot finished: checks may run
+	readyCh  chan struct{} // closed with ready
+	checking chan struct{} // one slot: a check is running
 
 	mu       sync.Mutex
 	execWhy  string        // non-empty: exec binary once the loop stopped
@@ -107,7 +107,7 @@ func newOTARun(s otaSettings, log *slog.Logger) (*otaRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &otaRun{u: u, binary: bin, log: log, readyCh: make(chan struct{})}, nil
+	return &otaRun{u: u, binary: bin, log: log, readyCh: make(chan struct{}), checking: make(chan struct{}, 1)}, nil
 }
 
 // health is Boot's check of a new version, run while the agent loop runs
@@ -217,7 +217,7 @@ func (o *otaRun) execPending() string {
 // what happened; after an install the loop stops once the ack is
 // published (at most 10 s later) and the new binary is exec'd.
 func (o *otaRun) CheckNow(ctx context.Context) (string, error) {
-	out, err := o.check(ctx)
+	out, err := o.check(ctx, true)
 	if err != nil {
 		return "", err
 	}
@@ -250,7 +250,7 @@ func (o *otaRun) Heartbeat(ctx context.Context) {
 	case <-ctx.Done():
 		return
 	}
-	out, err := o.check(ctx)
+	out, err := o.check(ctx, false)
 	switch {
 	case err != nil:
 		if ctx.Err() == nil {
@@ -279,14 +279,26 @@ func describe(out otaagent.Outcome) string {
 var refusals = []error{ota.ErrBadManifest, ota.ErrWrongPlatform, ota.ErrWrongChannel, ota.ErrDowngrade,
 	ota.ErrTooOld, ota.ErrKnownBad, ota.ErrBinaryMismatch, ota.ErrUnsigned, ota.ErrBadSignature, ota.ErrUnknownKey}
 
-func (o *otaRun) check(ctx context.Context) (otaagent.Outcome, error) {
+// check runs one Flush + Update + Flush. A command (wait) waits for a
+// heartbeat check that is running and then checks itself; a heartbeat
+// never waits.
+func (o *otaRun) check(ctx context.Context, wait bool) (otaagent.Outcome, error) {
 	if !o.ready.Load() {
 		return otaagent.Outcome{}, errors.New("not yet: this version's health check is still running")
 	}
-	if !o.checkMu.TryLock() {
-		return otaagent.Outcome{}, errors.New("an update check is already running")
+	select {
+	case o.checking <- struct{}{}:
+	default:
+		if !wait {
+			return otaagent.Outcome{}, errors.New("an update check is already running")
+		}
+		select {
+		case o.checking <- struct{}{}:
+		case <-ctx.Done():
+			return otaagent.Outcome{}, ctx.Err()
+		}
 	}
-	defer o.checkMu.Unlock()
+	defer func() { <-o.checking }()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	if err := o.u.Flush(ctx); err != nil {

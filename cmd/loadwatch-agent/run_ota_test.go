@@ -458,7 +458,7 @@ func TestRunOTABootFailed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return &otaRun{u: u, binary: bin, log: quietLog(t), readyCh: make(chan struct{})}
+		return &otaRun{u: u, binary: bin, log: quietLog(t), readyCh: make(chan struct{}), checking: make(chan struct{}, 1)}
 	}
 	// Not on trial: nothing happens.
 	if mk("v1.0.0").bootFailed(t.Context(), errors.New("serial port missing")) {
