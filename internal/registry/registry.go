@@ -120,6 +120,12 @@ func Open(ctx context.Context, path string, opts *Options) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry: open %s: %w", path, err)
 	}
+	// Every connection runs the pragmas above when it opens; keep a pool
+	// instead of database/sql's default of two idle connections, so a burst
+	// of device connects (Authenticate) reuses connections rather than
+	// opening one per call, and bound it so the burst queues in the pool.
+	db.SetMaxOpenConns(maxConns)
+	db.SetMaxIdleConns(maxConns)
 	r := &Registry{db: db, opts: o, seen: map[string]time.Time{}}
 	if err := r.migrate(ctx); err != nil {
 		db.Close()
@@ -127,6 +133,10 @@ func Open(ctx context.Context, path string, opts *Options) (*Registry, error) {
 	}
 	return r, nil
 }
+
+// maxConns bounds the registry's SQLite connections (WAL: readers run
+// concurrently, writers take turns under busy_timeout).
+const maxConns = 8
 
 const schema = `
 CREATE TABLE IF NOT EXISTS devices (
