@@ -21,6 +21,7 @@ import (
 	"loadwatch/internal/dutycycle"
 	"loadwatch/internal/loadsim"
 	"loadwatch/internal/mqttc"
+	"loadwatch/internal/mqttc/agentmqtt"
 	"loadwatch/internal/ota/otaagent"
 	"loadwatch/internal/outbox"
 	"loadwatch/internal/power"
@@ -282,7 +283,7 @@ func (c *runCmd) run(ctx context.Context, log *slog.Logger, up *otaRun) (started
 		meters[i].Addr = uint8(a)
 	}
 	cfg := agent.Config{
-		ID: c.Device, Meters: meters, Sensor: sensor, Dialer: mqttDialer{base: mq},
+		ID: c.Device, Meters: meters, Sensor: sensor, Dialer: agentmqtt.Dialer{Base: mq},
 		OutboxDir: outDir, Outbox: outbox.Options{MaxBytes: c.OutboxMax},
 		Duty: dutycycle.Config{Wake: c.Wake, ChangeW: changeW, ChangePct: changePct, Heartbeat: c.Heartbeat, AlwaysOn: c.AlwaysOn},
 		Safety: safety.Config{MaxPower: power.Watts(c.MaxPower), MaxCurrent: power.Amperes(c.MaxCurrent),
@@ -390,32 +391,3 @@ func (o otaCommand) CheckNow(ctx context.Context) (string, error) {
 	}
 	return s, nil
 }
-
-// mqttDialer adapts mqttc to the agent's Dialer.
-type mqttDialer struct {
-	base mqttc.Config
-}
-
-type mqttSession struct{ c *mqttc.Conn }
-
-func (d mqttDialer) Dial(ctx context.Context, o agent.DialOptions) (agent.Session, error) {
-	cfg := d.base
-	cfg.Subscribe = o.Subscribe
-	if o.WillTopic != "" {
-		cfg.Will = &mqttc.Message{Topic: o.WillTopic, Payload: o.WillPayload, QoS: 1, Retain: true}
-	}
-	if o.OnMessage != nil {
-		cfg.OnMessage = func(m mqttc.Message) { o.OnMessage(m.Topic, m.Payload) }
-	}
-	c, err := mqttc.Dial(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	return mqttSession{c}, nil
-}
-
-func (s mqttSession) Publish(ctx context.Context, topic string, payload []byte, retain bool) (byte, error) {
-	return s.c.Publish(ctx, mqttc.Message{Topic: topic, Payload: payload, QoS: 1, Retain: retain})
-}
-func (s mqttSession) Close(ctx context.Context) error { return s.c.Close(ctx) }
-func (s mqttSession) Done() <-chan struct{}           { return s.c.Done() }

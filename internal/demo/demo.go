@@ -26,6 +26,7 @@ import (
 	"loadwatch/internal/dutycycle"
 	"loadwatch/internal/ingest"
 	"loadwatch/internal/mqttc"
+	"loadwatch/internal/mqttc/agentmqtt"
 	"loadwatch/internal/pzem"
 	"loadwatch/internal/pzem/pzemagent"
 	"loadwatch/internal/pzem/pzemtest"
@@ -288,7 +289,7 @@ func (d *Demo) startAgent(ctx context.Context, reg *registry.Registry, spec Agen
 	}
 	a, err := agent.New(agent.Config{
 		ID: spec.ID, Meters: []agent.Meter{{Addr: 1, Relay: rel}}, Sensor: pzemagent.Sensor{Dev: dev},
-		Dialer:    dialer{mqttc.Config{Broker: "mqtt://" + broker, ClientID: spec.ID, Password: tok}},
+		Dialer:    agentmqtt.Dialer{Base: mqttc.Config{Broker: "mqtt://" + broker, ClientID: spec.ID, Password: tok}},
 		OutboxDir: filepath.Join(d.cfg.DataDir, AgentsDir, spec.ID),
 		Duty:      dutycycle.Config{Wake: d.cfg.Wake, Heartbeat: d.cfg.Heartbeat},
 		Safety:    spec.Safety,
@@ -307,30 +308,3 @@ func (d *Demo) startAgent(ctx context.Context, reg *registry.Registry, spec Agen
 	d.mu.Unlock()
 	return a, nil
 }
-
-// dialer connects an agent to the broker with mqttc.
-type dialer struct{ base mqttc.Config }
-
-type session struct{ c *mqttc.Conn }
-
-func (d dialer) Dial(ctx context.Context, o agent.DialOptions) (agent.Session, error) {
-	cfg := d.base
-	cfg.Subscribe = o.Subscribe
-	if o.WillTopic != "" {
-		cfg.Will = &mqttc.Message{Topic: o.WillTopic, Payload: o.WillPayload, QoS: 1, Retain: true}
-	}
-	if o.OnMessage != nil {
-		cfg.OnMessage = func(m mqttc.Message) { o.OnMessage(m.Topic, m.Payload) }
-	}
-	c, err := mqttc.Dial(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	return session{c}, nil
-}
-
-func (s session) Publish(ctx context.Context, topic string, payload []byte, retain bool) (byte, error) {
-	return s.c.Publish(ctx, mqttc.Message{Topic: topic, Payload: payload, QoS: 1, Retain: retain})
-}
-func (s session) Close(ctx context.Context) error { return s.c.Close(ctx) }
-func (s session) Done() <-chan struct{}           { return s.c.Done() }

@@ -13,6 +13,7 @@ import (
 	"loadwatch/internal/api"
 	"loadwatch/internal/dutycycle"
 	"loadwatch/internal/mqttc"
+	"loadwatch/internal/mqttc/agentmqtt"
 	"loadwatch/internal/power"
 	"loadwatch/internal/registry"
 	"loadwatch/internal/telemetry"
@@ -36,33 +37,6 @@ func (s *stepSensor) Read(context.Context, uint8) (power.Reading, error) {
 		Energy: s.e, Frequency: 50, PF: 0.9, Has: power.AllMeterFields &^ power.FieldAlarm}, nil
 }
 
-// agentDialer adapts mqttc to the agent's Dialer (as loadwatch-agent does).
-type agentDialer struct{ cfg mqttc.Config }
-
-type agentSession struct{ c *mqttc.Conn }
-
-func (d agentDialer) Dial(ctx context.Context, o agent.DialOptions) (agent.Session, error) {
-	cfg := d.cfg
-	cfg.Subscribe = o.Subscribe
-	if o.WillTopic != "" {
-		cfg.Will = &mqttc.Message{Topic: o.WillTopic, Payload: o.WillPayload, QoS: 1, Retain: true}
-	}
-	if o.OnMessage != nil {
-		cfg.OnMessage = func(m mqttc.Message) { o.OnMessage(m.Topic, m.Payload) }
-	}
-	c, err := mqttc.Dial(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	return agentSession{c}, nil
-}
-
-func (s agentSession) Publish(ctx context.Context, topic string, payload []byte, retain bool) (byte, error) {
-	return s.c.Publish(ctx, mqttc.Message{Topic: topic, Payload: payload, QoS: 1, Retain: retain})
-}
-func (s agentSession) Close(ctx context.Context) error { return s.c.Close(ctx) }
-func (s agentSession) Done() <-chan struct{}           { return s.c.Done() }
-
 // TestAgentEndToEnd: the real agent loop reports over the embedded broker;
 // every reading the agent saw acknowledged is stored, classified with the
 // agent's own features, and the device is listed online.
@@ -73,7 +47,7 @@ func TestAgentEndToEnd(t *testing.T) {
 		ID:        "edge1",
 		Meters:    []agent.Meter{{Addr: 1}},
 		Sensor:    &stepSensor{},
-		Dialer:    agentDialer{mqttc.Config{Broker: "mqtt://" + s.MQTTAddr(), ClientID: "edge1", Password: tok, ConnectTimeout: 5 * time.Second}},
+		Dialer:    agentmqtt.Dialer{Base: mqttc.Config{Broker: "mqtt://" + s.MQTTAddr(), ClientID: "edge1", Password: tok, ConnectTimeout: 5 * time.Second}},
 		OutboxDir: t.TempDir(),
 		Duty:      dutycycle.Config{Wake: 100 * time.Millisecond, ConfirmDelay: 50 * time.Millisecond, AlwaysOn: true},
 		Firmware:  "test-1",
