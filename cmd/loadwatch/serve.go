@@ -3,8 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
 	"time"
 
 	"loadwatch/internal/server"
@@ -38,7 +46,76 @@ type serveCmd struct {
 	DeviceRate   float64         `name:"device-rate" env:"LOADWATCH_DEVICE_RATE" help:"Messages per second a device may send before it gets 0x97 quota exceeded (0: no limit)."`
 	AuthRead     bool            `name:"auth-read" env:"LOADWATCH_AUTH_READ" help:"Require an API token for reads too, and a sign-in on the dashboard (writes always need one)."`
 	LogLevel     slog.Level      `name:"log-level" default:"info" env:"LOADWATCH_LOG_LEVEL" help:"Log level: debug, info, warn, error."`
+	runtimeFlags
 	integrationFlags
+}
+
+// runtimeFlags tune the Go runtime of the server process (see
+// docs/PERFORMANCE.md, "Tail latency and memory tuning").
+type runtimeFlags struct {
+	GOGC        int    `name:"gogc" default:"0" env:"LOADWATCH_GOGC" help:"Go GC target percent (debug.SetGCPercent), e.g. 400 to collect less often at the cost of a bigger heap; -1 disables the proportional trigger (then set --memory-limit). 0 (default) keeps the GOGC environment variable or Go's 100."`
+	MemoryLimit string `name:"memory-limit" default:"off" env:"LOADWATCH_MEMORY_LIMIT" placeholder:"SIZE" help:"Soft limit of the Go runtime's memory (debug.SetMemoryLimit), e.g. 1536MiB, 2GiB or bytes; the GC runs more often near it, so set it well above the live heap (about 80 KB per connected device with classification on). 'off' (default) or 0: none (GOMEMLIMIT still applies)."`
+	PProf       string `name:"pprof" env:"LOADWATCH_PPROF" placeholder:"ADDR" help:"Debug: serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off by default. Never expose it: it has no authentication."`
+}
+
+// applyRuntime sets the GC tuning and starts the pprof listener, which stops
+// with ctx.
+func (f *runtimeFlags) applyRuntime(ctx context.Context, log io.Writer) error {
+	if f.GOGC != 0 {
+		debug.SetGCPercent(f.GOGC)
+	}
+	limit, err := parseSize(f.MemoryLimit)
+	if err != nil {
+		return fmt.Errorf("--memory-limit: %w", err)
+	}
+	if limit > 0 {
+		debug.SetMemoryLimit(limit)
+	}
+	if f.PProf == "" {
+		return nil
+	}
+	l, err := net.Listen("tcp", f.PProf)
+	if err != nil {
+		return fmt.Errorf("--pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		hs.Close()
+	}()
+	go hs.Serve(l) //nolint:errcheck // ends with ErrServerClosed at shutdown
+	fmt.Fprintf(log, "loadwatch: pprof on http://%s/debug/pprof/ (debug only)\n", l.Addr())
+	return nil
+}
+
+// parseSize reads a byte count with an optional binary suffix (KiB, MiB,
+// GiB, TiB); "" and "off" are 0.
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || strings.EqualFold(s, "off") {
+		return 0, nil
+	}
+	mult := int64(1)
+	for i, suf := range []string{"KiB", "MiB", "GiB", "TiB"} {
+		if n, ok := strings.CutSuffix(s, suf); ok {
+			s, mult = strings.TrimSpace(n), int64(1)<<(10*(i+1))
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("size %q: want a non-negative number of bytes with an optional KiB, MiB, GiB or TiB suffix", s)
+	}
+	if n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return n * mult, nil
 }
 
 // integrationFlags are the parts around the core server that serve and
@@ -94,6 +171,9 @@ func (c *serveCmd) config() server.Config {
 }
 
 func (c *serveCmd) Run(ctx context.Context) error {
+	if err := c.runtimeFlags.applyRuntime(ctx, os.Stderr); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
 	cfg := c.config()
 	if err := c.apply(&cfg); err != nil {
 		return fmt.Errorf("serve: %w", err)
