@@ -78,15 +78,7 @@ type Config struct {
 	// 16-bit packet ids allow (mochi's 8192 dropped 11.5 % of messages to a
 	// lagging subscriber in our measurement).
 	MaxInflight uint16
-	// MaxPendingWrites bounds each client's outbound queue (mochi allocates
-	// it per connection, 8 bytes a slot; the limit is global). Default
-	// 1024: a device subscribes only to its own command topics and gets a
-	// PUBACK per publish, and ingest does not use the queue (readings are
-	// taken in the publish hook). 65536 made every connection a 512 KiB
-	// allocation. TestLaggingSubscriber (10,000 messages to a blocked QoS 1
-	// subscriber) still receives all; a subscriber that stops reading while
-	// more than this many messages beyond its socket buffers and Receive
-	// Maximum wait loses the excess (counted in MessagesDropped).
+	// MaxPendingWrites bounds each client's outbound queue. Default 65536.
 	MaxPendingWrites int32
 	// MaxPacketSize refuses larger packets. Default 256 KiB.
 	MaxPacketSize uint32
@@ -129,7 +121,7 @@ func New(cfg Config, auth Authenticator, ing Ingester) (*Broker, error) {
 		cfg.MaxInflight = 65535
 	}
 	if cfg.MaxPendingWrites <= 0 {
-		cfg.MaxPendingWrites = 1024
+		cfg.MaxPendingWrites = 65536
 	}
 	if cfg.MaxPacketSize == 0 {
 		cfg.MaxPacketSize = 256 << 10
