@@ -290,8 +290,10 @@ func (d *device) held() int {
 	return len(d.outbox) + d.inflight
 }
 
-// Start starts every device's loop; readings begin at once, each device at
-// its own phase within the interval.
+// Start starts every device's loop, each device at its own phase. The
+// phases spread over interval x batch, the period at which a device sends
+// a message: spread over one interval only, every device would fill its
+// batch at the same tick and the fleet would send in lock-step bursts.
 func (f *Fleet) Start(ctx context.Context) {
 	f.ctx, f.cancel = context.WithCancel(ctx)
 	if f.start.IsZero() {
@@ -299,7 +301,7 @@ func (f *Fleet) Start(ctx context.Context) {
 	}
 	n := len(f.devs)
 	for i, d := range f.devs {
-		phase := time.Duration(int64(f.cfg.Interval) * int64(i) / int64(n))
+		phase := time.Duration(int64(f.cfg.Interval) * int64(max(f.cfg.Batch, 1)) * int64(i) / int64(n))
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
