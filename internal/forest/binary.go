@@ -173,6 +173,9 @@ func loadBinary(data []byte) (*Model, error) {
 	if err := hdr.check(nf, nc); err != nil {
 		return nil, err
 	}
+	if err := hdr.normalizeTime(); err != nil {
+		return nil, err
+	}
 	f := &Forest{nFeatures: nf, nClasses: nc, importances: make([]float64, nf), roots: make([]int32, 0, nt)}
 	for i := range f.importances {
 		v := r.f64()
@@ -222,7 +225,7 @@ func loadBinary(data []byte) (*Model, error) {
 				}
 				continue
 			}
-			if int(ft&featMask) >= nf || thr != thr {
+			if int(ft&featMask) >= nf || thr != thr || math.IsInf(float64(thr), 0) {
 				return nil, fmt.Errorf("forest: %w: tree %d node %d: feature %d threshold %v", ErrCorrupt, t, i, ft&featMask, thr)
 			}
 			if x <= i+1 || int(x) >= n {

@@ -161,5 +161,13 @@ func FuzzLoadBinary(f *testing.F) {
 		if _, err := Load(&out); err != nil {
 			t.Fatalf("saved model does not load: %v", err)
 		}
+		// Whatever loads from binary converts to JSON and back.
+		out.Reset()
+		if err := m.Save(&out); err != nil {
+			t.Fatalf("accepted binary model does not save as JSON: %v", err)
+		}
+		if _, err := Load(&out); err != nil {
+			t.Fatalf("JSON of a binary model does not load: %v", err)
+		}
 	})
 }

@@ -133,6 +133,9 @@ func Load(r io.Reader) (*Model, error) {
 	if err := fm.check(fm.Forest.NFeatures, fm.Forest.NClasses); err != nil {
 		return nil, err
 	}
+	if err := fm.normalizeTime(); err != nil {
+		return nil, err
+	}
 	f, err := fm.Forest.build()
 	if err != nil {
 		return nil, err
@@ -159,6 +162,19 @@ func (m *Model) check(nf, nc int) error {
 		return err
 	}
 	return unique("feature", m.Features)
+}
+
+// normalizeTime moves the training time to UTC and refuses one that a
+// model file cannot hold: RFC 3339 parsing accepts offsets (+24:00) and
+// years (0000 at a positive offset is year -1 in UTC) that writing refuses,
+// and a model that loads must save again.
+func (m *Model) normalizeTime() error {
+	t := m.TrainedAt.UTC()
+	if y := t.Year(); y < 0 || y > 9999 {
+		return fmt.Errorf("forest: %w: trained_at %v out of range", ErrCorrupt, m.TrainedAt)
+	}
+	m.TrainedAt = t
+	return nil
 }
 
 func unique(what string, names []string) error {

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSaveLoadRoundTrip(t *testing.T) {
@@ -75,6 +76,21 @@ func TestLoadSmall(t *testing.T) {
 
 // TestLoadSklearnOrder loads a tree whose nodes are not in pre-order (right
 // subtree numbered first) and checks it is renumbered correctly.
+// TestLoadTimeOffset: an offset RFC 3339 parsing accepts and writing
+// refuses (+24:00) is moved to UTC, so the model saves again.
+func TestLoadTimeOffset(t *testing.T) {
+	m, err := Load(strings.NewReader(strings.Replace(smallModel, `00:00:00Z`, `00:00:00+24:00`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := time.Date(2025, 12, 31, 0, 0, 0, 0, time.UTC); !m.TrainedAt.Equal(want) || m.TrainedAt.Location() != time.UTC {
+		t.Fatalf("trained_at %v, want %v", m.TrainedAt, want)
+	}
+	if err := m.Save(&bytes.Buffer{}); err != nil {
+		t.Fatalf("does not save: %v", err)
+	}
+}
+
 func TestLoadNotPreorder(t *testing.T) {
 	s := strings.Replace(smallModel, `"feature":[0,-1,-1],"threshold":[0.5,0,0],"left":[1,-1,-1],"right":[2,-1,-1],"missing_left":[1,0,0],"value":[1,0,0.25,0.75]`,
 		`"feature":[0,-1,-1],"threshold":[0.5,0,0],"left":[2,-1,-1],"right":[1,-1,-1],"missing_left":[1,0,0],"value":[0.25,0.75,1,0]`, 1)
@@ -129,6 +145,8 @@ func TestLoadRejects(t *testing.T) {
 		{"zero classes", rep(`"n_classes":2`, `"n_classes":0`), ErrCorrupt},
 		{"importances length", rep(`"n_classes":2,`, `"n_classes":2,"importances":[1],`), ErrCorrupt},
 		{"threshold type", rep(`"threshold":[0.5,0,0]`, `"threshold":["x",0,0]`), ErrCorrupt},
+		{"time past 9999 in UTC", rep(`2026-01-01T00:00:00Z`, `9999-12-31T23:30:00-01:00`), ErrCorrupt},
+		{"time before year 0 in UTC", rep(`2026-01-01T00:00:00Z`, `0000-01-01T00:30:00+01:00`), ErrCorrupt},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -180,6 +198,9 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte(strings.Replace(smallModel, `"right":[2,-1,-1]`, `"right":[0,-1,-1]`, 1)))
 	f.Add([]byte(strings.Replace(smallModel, `"value":[1,0,0.25,0.75]`, `"value":[1,0,0.25]`, 1)))
 	f.Add([]byte(`{"format":"loadwatch-model","format_version":1}`))
+	// Times RFC 3339 parsing accepts but writing refuses.
+	f.Add([]byte(strings.Replace(smallModel, `00:00:00Z`, `00:00:00+24:00`, 1)))
+	f.Add([]byte(strings.Replace(smallModel, `2026-01-01T00:00:00Z`, `0000-01-01T00:00:00+01:00`, 1)))
 	var buf bytes.Buffer
 	d := synthetic(60, 1, 5)
 	tr, _ := Train(t0(), d, Config{Trees: 2, MaxDepth: 3, Bootstrap: true})
