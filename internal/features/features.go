@@ -115,7 +115,9 @@ type Config struct {
 	NominalVoltage power.Volts
 	// Capacity is how many readings the rolling windows can hold; when a
 	// stream is faster than Capacity readings per 300 s, the longest
-	// window covers only the last Capacity readings. Default 1024.
+	// window covers only the last Capacity readings. Default 1024. The
+	// buffers start small and double when a window needs more room, so a
+	// stream of one reading every 5 s holds about 64 slots, not Capacity.
 	Capacity int
 	// EventMinStep is the smallest change of P, between two readings,
 	// that counts as a switching event. Default 8 W; a step must also be
@@ -153,13 +155,15 @@ type Extractor struct {
 	n      int
 	cfg    Config
 
-	// ring of recent readings (power only), for the windows
-	cap   int
-	times []int64 // unix nanoseconds
-	p     []float64
-	seq   int   // number of samples pushed since the last reset
-	t0    int64 // time of the first sample since the last reset
-	win   [nWindows]window
+	// ring of recent readings (power only), for the windows; it grows
+	// (doubling) up to maxCap when the longest window needs more room
+	cap    int
+	maxCap int
+	times  []int64 // unix nanoseconds
+	p      []float64
+	seq    int   // number of samples pushed since the last reset
+	t0     int64 // time of the first sample since the last reset
+	win    [nWindows]window
 
 	// previous reading
 	started bool
@@ -175,6 +179,7 @@ type Extractor struct {
 	eAcc   float64   // Wh accumulated since eRefT
 	eTimes []int64   // ring of (time, accumulated energy) pairs
 	eAccs  []float64 // for the rate over the longest window
+	eCap   int       // length of eTimes and eAccs, grows like cap
 	eSeq   int
 	eStart int
 
@@ -191,20 +196,45 @@ type window struct {
 	minQ, maxQ deque
 }
 
-// deque is a ring of sequence numbers.
+// deque is a ring of sequence numbers that doubles when full. A monotonic
+// deque of a window never holds more than the window's readings, so it
+// stays as small as the stream allows.
 type deque struct {
 	buf        []int
 	head, size int
 }
 
-func (d *deque) reset()           { d.head, d.size = 0, 0 }
-func (d *deque) front() int       { return d.buf[d.head] }
-func (d *deque) back() int        { return d.buf[(d.head+d.size-1)%len(d.buf)] }
-func (d *deque) popFront()        { d.head = (d.head + 1) % len(d.buf); d.size-- }
-func (d *deque) popBack()         { d.size-- }
-func (d *deque) pushBack(s int)   { d.buf[(d.head+d.size)%len(d.buf)] = s; d.size++ }
-func (d *deque) empty() bool      { return d.size == 0 }
-func newDeque(capacity int) deque { return deque{buf: make([]int, capacity)} }
+func (d *deque) reset()      { d.head, d.size = 0, 0 }
+func (d *deque) front() int  { return d.buf[d.head] }
+func (d *deque) back() int   { return d.buf[(d.head+d.size-1)%len(d.buf)] }
+func (d *deque) popFront()   { d.head = (d.head + 1) % len(d.buf); d.size-- }
+func (d *deque) popBack()    { d.size-- }
+func (d *deque) empty() bool { return d.size == 0 }
+func (d *deque) pushBack(s int) {
+	if d.size == len(d.buf) {
+		nb := make([]int, max(minRing, 2*len(d.buf)))
+		for i := range d.size {
+			nb[i] = d.buf[(d.head+i)%len(d.buf)]
+		}
+		d.buf, d.head = nb, 0
+	}
+	d.buf[(d.head+d.size)%len(d.buf)] = s
+	d.size++
+}
+
+// minRing is the size the rings and deques start at.
+const minRing = 8
+
+// grow returns a ring of n slots holding the live sequence numbers
+// [lo, hi) of old (a ring of len(old) slots indexed by sequence number
+// modulo its length) at their slots modulo n.
+func grow[T any](old []T, n, lo, hi int) []T {
+	nb := make([]T, n)
+	for j := lo; j < hi; j++ {
+		nb[j%n] = old[j%len(old)]
+	}
+	return nb
+}
 
 // New returns an Extractor for the named feature set.
 func New(set string, cfg Config) (*Extractor, error) {
@@ -213,19 +243,31 @@ func New(set string, cfg Config) (*Extractor, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	e := &Extractor{set: set, legacy: set == SetLegacy, n: len(names), cfg: cfg, cap: cfg.Capacity}
+	return newExtractor(set, len(names), cfg, minRing), nil
+}
+
+// newExtractor returns an Extractor whose buffers start at ring slots (at
+// most cfg.Capacity).
+func newExtractor(set string, n int, cfg Config, ring int) *Extractor {
+	e := &Extractor{set: set, legacy: set == SetLegacy, n: n, cfg: cfg, maxCap: cfg.Capacity}
 	if e.legacy {
-		return e, nil
+		return e
 	}
+	e.cap = min(ring, e.maxCap)
+	e.eCap = e.cap
 	e.times = make([]int64, e.cap)
 	e.p = make([]float64, e.cap)
-	e.eTimes = make([]int64, e.cap)
-	e.eAccs = make([]float64, e.cap)
+	e.eTimes = make([]int64, e.eCap)
+	e.eAccs = make([]float64, e.eCap)
 	for i := range e.win {
-		e.win[i] = window{span: int64(windows[i]), minQ: newDeque(e.cap), maxQ: newDeque(e.cap)}
+		e.win[i] = window{span: int64(windows[i])}
 	}
-	return e, nil
+	return e
 }
+
+// RingSlots returns how many readings the extractor's window buffers can
+// hold now: they grow with the stream's rate up to Config.Capacity.
+func (e *Extractor) RingSlots() int { return e.cap }
 
 // Set returns the feature set name.
 func (e *Extractor) Set() string { return e.set }
@@ -392,6 +434,19 @@ func (e *Extractor) pushWindows(t int64, p float64, out []float32) {
 	if s == 0 {
 		e.t0 = t
 	}
+	if e.cap < e.maxCap {
+		// Grow rather than overwrite a reading a window still holds.
+		lo := s
+		for k := range e.win {
+			lo = min(lo, e.win[k].start)
+		}
+		if s+1-lo > e.cap {
+			n := min(e.maxCap, 2*e.cap)
+			e.times = grow(e.times, n, lo, s)
+			e.p = grow(e.p, n, lo, s)
+			e.cap = n
+		}
+	}
 	oldest := max(0, e.seq-e.cap) // oldest sequence still in the ring
 	// Drop what the new sample overwrites before overwriting it.
 	for k := range e.win {
@@ -490,22 +545,28 @@ func (e *Extractor) pushEnergy(t int64, c float64, out []float32) {
 	}
 	s := e.eSeq
 	e.eSeq++
-	e.eTimes[s%e.cap], e.eAccs[s%e.cap] = t, e.eAcc
-	oldest := max(0, e.eSeq-e.cap)
+	if s+1-e.eStart > e.eCap && e.eCap < e.maxCap {
+		n := min(e.maxCap, 2*e.eCap)
+		e.eTimes = grow(e.eTimes, n, e.eStart, s)
+		e.eAccs = grow(e.eAccs, n, e.eStart, s)
+		e.eCap = n
+	}
+	e.eTimes[s%e.eCap], e.eAccs[s%e.eCap] = t, e.eAcc
+	oldest := max(0, e.eSeq-e.eCap)
 	span := int64(windows[nWindows-1])
-	for e.eStart < s && (e.eStart < oldest || t-e.eTimes[e.eStart%e.cap] > span) {
+	for e.eStart < s && (e.eStart < oldest || t-e.eTimes[e.eStart%e.eCap] > span) {
 		e.eStart++
 	}
 	if e.eStart == s {
 		return
 	}
-	dt := float64(t-e.eTimes[e.eStart%e.cap]) / 1e9
+	dt := float64(t-e.eTimes[e.eStart%e.eCap]) / 1e9
 	// A counter with 1 Wh resolution needs time to say anything: below a
 	// minute the rate is mostly quantisation.
 	if dt < 60 {
 		return
 	}
-	out[iERate] = float32((e.eAcc - e.eAccs[e.eStart%e.cap]) * 3600 / dt)
+	out[iERate] = float32((e.eAcc - e.eAccs[e.eStart%e.eCap]) * 3600 / dt)
 }
 
 // Streams keeps one Extractor per device, for input that interleaves

@@ -184,7 +184,7 @@ func TestEnergyRate(t *testing.T) {
 // direct computation over irregular timestamps, gaps and a small ring.
 func TestWindowsMatchBruteForce(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	for _, capacity := range []int{1024, 16} {
+	for _, capacity := range []int{1024, 16, 100} {
 		cfg := Config{MaxGap: 40 * time.Second, Capacity: capacity}
 		e, _ := New(SetLW1, cfg)
 		var hist []power.Reading
@@ -192,6 +192,9 @@ func TestWindowsMatchBruteForce(t *testing.T) {
 		sec := 0.0
 		for n := 0; n < 3000; n++ {
 			step := 1 + rng.Float64()*7
+			if n >= 1000 && n < 2500 {
+				step = 0.05 + rng.Float64()*0.2 // fast: the rings grow to the limit
+			}
 			if rng.IntN(200) == 0 {
 				step = 60 // a gap
 			}
@@ -333,11 +336,90 @@ func TestStreamsSeparateDevices(t *testing.T) {
 	}
 }
 
+// TestGrowingRingsMatchFull: buffers that start small and grow give bit
+// for bit the features of buffers allocated at full capacity, through
+// slow and fast phases, gaps, energy wraps and resets.
+func TestGrowingRingsMatchFull(t *testing.T) {
+	names, _ := Names(SetLW1)
+	for _, capacity := range []int{1024, 100, 16} {
+		cfg := Config{MaxGap: 40 * time.Second, Capacity: capacity}.withDefaults()
+		small := newExtractor(SetLW1, len(names), cfg, minRing)
+		big := newExtractor(SetLW1, len(names), cfg, capacity)
+		rng := rand.New(rand.NewPCG(7, uint64(capacity)))
+		a, b := make([]float32, len(names)), make([]float32, len(names))
+		sec, energy := 0.0, 9_999_000.0
+		for n := range 6000 {
+			step := 2 + rng.Float64()*8
+			switch {
+			case n%2000 > 1200:
+				step = 0.1 + rng.Float64()*0.3
+			case rng.IntN(300) == 0:
+				step = 90
+			}
+			sec += step
+			energy += rng.Float64() * 2
+			if energy >= 10_000_000 {
+				energy -= 10_000_000
+			}
+			r := full(sec, 230+rng.Float64()*4, rng.Float64()*3, math.Round(rng.Float64()*700), 0.9)
+			r.Energy, r.Has = power.WattHours(math.Floor(energy)), r.Has|power.FieldEnergy
+			small.Push(r, a)
+			big.Push(r, b)
+			for i := range a {
+				if math.Float32bits(a[i]) != math.Float32bits(b[i]) && !(a[i] != a[i] && b[i] != b[i]) {
+					t.Fatalf("cap %d reading %d: %s = %v growing, %v preallocated", capacity, n, names[i], a[i], b[i])
+				}
+			}
+		}
+		if small.RingSlots() > capacity {
+			t.Errorf("cap %d: ring grew to %d", capacity, small.RingSlots())
+		}
+	}
+}
+
+// TestRingsFollowTheRate: a slow stream keeps small buffers, a fast one
+// grows them to Capacity and no further.
+func TestRingsFollowTheRate(t *testing.T) {
+	for _, c := range []struct {
+		every    time.Duration
+		min, max int
+	}{
+		{5 * time.Second, 60, 128},           // 300 s / 5 s = 60 readings in the longest window
+		{10 * time.Second, 30, 64},           // 30
+		{time.Second, 300, 512},              // 300
+		{100 * time.Millisecond, 1024, 1024}, // 3,000: capped
+	} {
+		e, _ := New(SetLW1, Config{})
+		out := make([]float32, e.NumFeatures())
+		r := full(0, 230, 1, 200, 0.87)
+		r.Has |= power.FieldEnergy
+		for range int(time.Hour / c.every) {
+			r.Time = r.Time.Add(c.every)
+			r.Power = 200 + power.Watts(r.Time.Unix()%7)
+			r.Energy += 0.01
+			e.Push(r, out)
+		}
+		if got := e.RingSlots(); got < c.min || got > c.max {
+			t.Errorf("one reading every %v: %d ring slots, want %d..%d", c.every, got, c.min, c.max)
+		}
+		if e.eCap > c.max {
+			t.Errorf("one reading every %v: %d energy slots, want <= %d", c.every, e.eCap, c.max)
+		}
+	}
+}
+
 func TestPushAllocatesNothing(t *testing.T) {
 	e, _ := New(SetLW1, Config{})
 	out := make([]float32, e.NumFeatures())
 	r := full(0, 230, 1, 200, 0.87)
 	r.Has |= power.FieldEnergy
+	// Let the buffers grow to this rate first: after that, nothing.
+	for range 400 {
+		r.Time = r.Time.Add(1300 * time.Millisecond)
+		r.Power += 3
+		r.Energy += 0.1
+		e.Push(r, out)
+	}
 	allocs := testing.AllocsPerRun(2000, func() {
 		r.Time = r.Time.Add(1300 * time.Millisecond)
 		r.Power += 3
