@@ -19,6 +19,11 @@ func addSeeds(f *testing.F) {
 	f.Add([]byte(`{"v":1,"epoch":"e","seq":1,"ts":"2026-03-01T12:00:00Z","state":"active","power":NaN}`))
 	f.Add([]byte(`{"v":1,"epoch":"e","readings":[{"seq":1,"ts":"2026-03-01T12:00:00Z","state":"event","features":{"v":1,"x":1e-7}}]}`))
 	f.Add([]byte(`{"v":1,"state":"offline","link":{"247":{"requests":9007199254740992,"timeouts":9007199254740992,"last_latency_ms":0.0000001}}}`))
+	f.Add([]byte(`{"v":1,"state":"online","relay":"latched"}`))
+	f.Add([]byte(`{"v":1,"state":"offline","firmware":"v2","relay":"open"}`))
+	f.Add([]byte(`{"v":1,"state":"online","relay":"clos\u0065d","link":{"1":{"requests":1,"replies":1}}}`))
+	f.Add([]byte(`{"v":1,"state":"online","relay":"Tripped"}`))
+	f.Add([]byte(`{"v":1,"state":"online","relay":null}`))
 }
 
 // FuzzDecodeTelemetry: decoding never panics, a refusal is always an *Error
@@ -78,7 +83,7 @@ func FuzzDecodeOthers(f *testing.F) {
 		st, err := DecodeStatus(payload, now, Limits{})
 		check(err)
 		if err == nil {
-			// The link counters (and the rest) survive a round trip, and
+			// The relay, the link counters (and the rest) survive a round trip, and
 			// encoding is a fixed point after one decode.
 			enc := st.AppendJSON(nil)
 			st2, err := DecodeStatus(enc, now, Limits{})
@@ -87,6 +92,12 @@ func FuzzDecodeOthers(f *testing.F) {
 			}
 			if enc2 := st2.AppendJSON(nil); !bytes.Equal(enc, enc2) {
 				t.Fatalf("status not a fixed point:\n%s\n%s", enc, enc2)
+			}
+			if st2.Relay != st.Relay || st2.State != st.State || st2.Firmware != st.Firmware {
+				t.Fatalf("status %+v became %+v", st, st2)
+			}
+			if st.Relay != "" && !KnownRelayState(st.Relay) {
+				t.Fatalf("relay %q accepted", st.Relay)
 			}
 			if len(st.Link) != len(st2.Link) {
 				t.Fatalf("link %v became %v", st.Link, st2.Link)

@@ -252,13 +252,38 @@ const (
 	StatusOffline StatusState = "offline" // also the MQTT last will
 )
 
+// RelayState is the state of a device's relay, as the agent's safety
+// machine names it; the same strings are a command ack's relay State.
+type RelayState string
+
+// The relay states.
+const (
+	RelayClosed  RelayState = "closed"  // conducting: the load is powered
+	RelayOpen    RelayState = "open"    // opened by command (relay_off)
+	RelayTripped RelayState = "tripped" // opened by a limit, waiting for recovery
+	RelayLatched RelayState = "latched" // opened by a limit, closed only by a reset
+)
+
+// KnownRelayState reports whether r is one of the states above.
+func KnownRelayState(r RelayState) bool {
+	switch r {
+	case RelayClosed, RelayOpen, RelayTripped, RelayLatched:
+		return true
+	}
+	return false
+}
+
 // Status is the retained message on .../status. Link, when not empty,
 // carries the meter link counters by meter address (see LinkCounters);
-// a status without them leaves the member out.
+// a status without them leaves the member out. Relay, when not empty, is
+// the device's relay state when the status was made; empty (the member
+// left out) means the device has no relay, the status is a last will or
+// goodbye, or the agent is older than the member.
 type Status struct {
 	State    StatusState            `json:"state"`
 	Firmware string                 `json:"firmware,omitempty"` // agent version, <= 64 bytes
 	Time     time.Time              `json:"-"`
+	Relay    RelayState             `json:"-"`
 	Link     map[uint8]LinkCounters `json:"-"`
 }
 
@@ -275,6 +300,10 @@ func (s *Status) AppendJSON(b []byte) []byte {
 		b = s.Time.AppendFormat(b, TimeLayout)
 		b = append(b, '"')
 	}
+	if s.Relay != "" {
+		b = append(b, `,"relay":`...)
+		b = appendString(b, string(s.Relay))
+	}
 	b = appendLink(b, s.Link)
 	return append(b, '}')
 }
@@ -289,6 +318,7 @@ func DecodeStatus(payload []byte, now time.Time, lim Limits) (Status, error) {
 		State    optString `json:"state"`
 		Firmware optString `json:"firmware"`
 		TS       optString `json:"ts"`
+		Relay    optString `json:"relay"`
 		Link     optLink   `json:"link"`
 	}
 	var s Status
@@ -321,6 +351,16 @@ func DecodeStatus(payload []byte, now time.Time, lim Limits) (Status, error) {
 			return s, err
 		}
 		s.Time = ts
+	}
+	if w.Relay.set {
+		if w.Relay.bad != "" {
+			return s, fieldErr(w.Relay.bad, "relay", -1)
+		}
+		r := RelayState(w.Relay.v)
+		if !KnownRelayState(r) {
+			return s, fieldErr(ReasonBadValue, "relay", -1)
+		}
+		s.Relay = r
 	}
 	link, err := decodeLink(&w.Link)
 	if err != nil {

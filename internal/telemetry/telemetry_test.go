@@ -55,6 +55,9 @@ func goldenCases() map[string][]byte {
 		1: {Requests: 1210, Replies: 1203, CRCErrors: 3, Timeouts: 2, Exceptions: 1, ShortFrames: 1, Resyncs: 2, Retries: 6,
 			LastLatency: 112500 * time.Microsecond},
 	}}
+	stRelay := Status{State: StatusOnline, Firmware: "v0.3.1", Time: t0, Relay: RelayTripped, Link: map[uint8]LinkCounters{
+		1: {Requests: 20, Replies: 20, LastLatency: 109 * time.Millisecond},
+	}}
 	cmd := Command{ID: "c-17", Kind: CmdSetIntervals, Args: []byte(`{ "wake": "10s", "heartbeat": 30 }`)}
 	ack := CommandAck{ID: "c-17", OK: false, Error: "relay latched: reset first", State: "latched"}
 	return map[string][]byte{
@@ -64,6 +67,7 @@ func goldenCases() map[string][]byte {
 		"event_grid_surge.json":  ev.AppendJSON(nil),
 		"status_online.json":     st.AppendJSON(nil),
 		"status_link.json":       stLink.AppendJSON(nil),
+		"status_relay.json":      stRelay.AppendJSON(nil),
 		"cmd_set_intervals.json": cmd.AppendJSON(nil),
 		"cmd_ack.json":           ack.AppendJSON(nil),
 	}
