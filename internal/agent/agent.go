@@ -193,6 +193,11 @@ type device struct {
 	tele   stream
 	events stream
 
+	// relayState is the relay's safety.State for the status: written by
+	// the sampling loop (noteRelay), read by the network side. Unused
+	// without a relay.
+	relayState atomic.Int32
+
 	nextSafety time.Time
 	retryAt    time.Time // after a failed read, no duty read before this
 	last       power.Reading
@@ -338,6 +343,7 @@ func (a *Agent) newDevice(id string, m Meter, start time.Time) (*device, error) 
 	if st.RelayOpen && d.relay != nil {
 		d.safety.Open(start) // held open across the restart: relay_on closes it
 	}
+	d.relayState.Store(int32(d.safety.State()))
 	return d, nil
 }
 
@@ -659,8 +665,9 @@ func (a *Agent) saveLedger(d *device) {
 	}
 }
 
-// applySafety switches the relay when the decision changed it and records
-// the events; it returns whether an event must force a full wake.
+// applySafety switches the relay when the decision changed it, records
+// the events and, when the relay's state changed, asks for a new status;
+// it returns whether an event must force a full wake.
 func (a *Agent) applySafety(ctx context.Context, d *device, dec safety.Decision, _ bool) bool {
 	if dec.Changed && d.relay != nil {
 		if err := d.relay.Set(ctx, dec.Closed); err != nil {
@@ -678,6 +685,7 @@ func (a *Agent) applySafety(ctx context.Context, d *device, dec safety.Decision,
 		}
 		a.recordEvent(d, telemetry.Event{Kind: telemetry.EventKind(ev.Kind), Time: ev.Time, Before: d.last, After: ev.Reading, Detail: detail})
 	}
+	a.noteRelay(d)
 	return len(dec.Events) > 0
 }
 

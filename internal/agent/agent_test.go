@@ -114,6 +114,7 @@ type fakeBroker struct {
 	reply     func(topic string, payload []byte) (byte, error)
 	down      bool
 	open      bool
+	will      []byte // the last will of the last dial that had one
 }
 
 type published struct {
@@ -137,6 +138,9 @@ func (b *fakeBroker) Dial(ctx context.Context, o DialOptions) (Session, error) {
 	b.dials++
 	b.open = true
 	b.onMessage = o.OnMessage
+	if o.WillPayload != nil {
+		b.will = o.WillPayload
+	}
 	return &fakeSession{b: b, done: make(chan struct{})}, nil
 }
 

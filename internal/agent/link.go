@@ -86,14 +86,20 @@ func (a *Agent) linkFor(id string) map[uint8]telemetry.LinkCounters {
 	return out
 }
 
-// statusPayload is the status message for id with the latest counters.
+// statusPayload is the status message for id with the latest counters
+// and, when online, the relay's state (an offline status leaves it out,
+// like the last will: the agent no longer drives the relay).
 func (a *Agent) statusPayload(state telemetry.StatusState, id string) []byte {
 	s := telemetry.Status{State: state, Firmware: a.cfg.Firmware, Time: a.cfg.Now(), Link: a.linkFor(id)}
+	if state == telemetry.StatusOnline {
+		s.Relay = a.relayFor(id)
+	}
 	return s.AppendJSON(nil)
 }
 
 // refreshStatus publishes status online again (retained) for every id when
-// the sampling loop asked for it; on failure the request stays.
+// the sampling loop asked for it (link counters due, relay state changed);
+// on failure the request stays.
 func (a *Agent) refreshStatus(ctx context.Context, sess Session) error {
 	if !a.statusDue.CompareAndSwap(true, false) {
 		return nil
