@@ -51,6 +51,7 @@ type Event struct {
 	Detail       string                `json:"detail,omitempty"`
 	Status       string                `json:"status,omitempty"`
 	Firmware     string                `json:"firmware,omitempty"`
+	Relay        string                `json:"relay,omitempty"` // status: the relay's state, when the status says it
 	Ack          *telemetry.CommandAck `json:"ack,omitempty"`
 	Reason       string                `json:"reason,omitempty"`
 }

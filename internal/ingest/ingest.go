@@ -541,7 +541,7 @@ func (p *Pipeline) status(d *device, payload []byte, now time.Time) (byte, error
 	}
 	d.mu.Unlock()
 	if p.cfg.Notifier != nil {
-		p.cfg.Notifier.Notify(Event{Type: EventStatus, Device: d.id, Time: now, Status: string(s.State), Firmware: s.Firmware})
+		p.cfg.Notifier.Notify(Event{Type: EventStatus, Device: d.id, Time: now, Status: string(s.State), Firmware: s.Firmware, Relay: string(s.Relay)})
 	}
 	return CodeOK, nil
 }
@@ -569,7 +569,7 @@ func (p *Pipeline) ObserveStatus(topic string, payload []byte, retained bool) {
 	d.observeLink(&s, now)
 	d.mu.Unlock()
 	if changed && p.cfg.Notifier != nil {
-		p.cfg.Notifier.Notify(Event{Type: EventStatus, Device: dev, Time: now, Status: string(s.State), Firmware: s.Firmware})
+		p.cfg.Notifier.Notify(Event{Type: EventStatus, Device: dev, Time: now, Status: string(s.State), Firmware: s.Firmware, Relay: string(s.Relay)})
 	}
 }
 
