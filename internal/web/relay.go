@@ -18,10 +18,13 @@ type RelayState struct {
 	Since time.Time `json:"since"` // when loadwatch learnt it
 }
 
-// RelayTracker follows relay states from command acknowledgements and
-// relay events (the telemetry carries no relay field). It implements
-// ingest.Notifier: put it among the pipeline's notifiers. A device never
-// commanded and never tripped since the server started is unknown.
+// RelayTracker follows relay states from the agents' status messages
+// (their optional relay member, sent at every connection and at every
+// change), command acknowledgements and relay events (the telemetry
+// carries no relay field). It implements ingest.Notifier: put it among the
+// pipeline's notifiers. A device that has sent no status with a relay, and
+// was never commanded or tripped since the server started, is unknown (a
+// device without a relay, or an older agent).
 type RelayTracker struct {
 	mu sync.Mutex
 	m  map[string]RelayState
@@ -33,6 +36,8 @@ func NewRelayTracker() *RelayTracker { return &RelayTracker{m: map[string]RelayS
 // Notify implements ingest.Notifier; it never blocks.
 func (t *RelayTracker) Notify(e ingest.Event) {
 	switch {
+	case e.Type == ingest.EventStatus && e.Relay != "":
+		t.set(e.Device, e.Relay, e.Time)
 	case e.Type == ingest.EventAck && e.Ack != nil && e.Ack.OK && e.Ack.State != "":
 		t.set(e.Device, e.Ack.State, e.Time)
 	case e.Type == ingest.EventAnomaly && e.Source == ingest.SourceDevice:

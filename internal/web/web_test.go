@@ -229,6 +229,39 @@ func TestRelayTrackerEvents(t *testing.T) {
 	}
 }
 
+// TestRelayTrackerStatus: a status with a relay sets the state before any
+// ack or event; a status without one (an older agent, a last will) leaves
+// it; a later status, ack or event replaces it and an older one does not.
+func TestRelayTrackerStatus(t *testing.T) {
+	rt := NewRelayTracker()
+	t1 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	rt.Notify(ingest.Event{Type: ingest.EventStatus, Device: "d", Status: "online", Time: t1})
+	if s, ok := rt.Get("d"); ok {
+		t.Fatalf("status without a relay: %+v", s)
+	}
+	rt.Notify(ingest.Event{Type: ingest.EventStatus, Device: "d", Status: "online", Relay: "tripped", Time: t1.Add(time.Second)})
+	if s, _ := rt.Get("d"); s.State != "tripped" || !s.Since.Equal(t1.Add(time.Second)) {
+		t.Fatalf("after the status: %+v", s)
+	}
+	rt.Notify(ingest.Event{Type: ingest.EventStatus, Device: "d", Status: "offline", Time: t1.Add(2 * time.Second)})
+	if s, _ := rt.Get("d"); s.State != "tripped" {
+		t.Fatalf("the last will changed the relay: %+v", s)
+	}
+	rt.Notify(ingest.Event{Type: ingest.EventAnomaly, Device: "d", Source: ingest.SourceDevice, Kind: "relay_trip", Time: t1})
+	rt.Notify(ingest.Event{Type: ingest.EventStatus, Device: "d", Status: "online", Relay: "closed", Time: t1})
+	if s, _ := rt.Get("d"); s.State != "tripped" {
+		t.Fatalf("an older event or status won: %+v", s)
+	}
+	rt.Notify(ingest.Event{Type: ingest.EventStatus, Device: "d", Status: "online", Relay: "latched", Time: t1.Add(3 * time.Second)})
+	if s, _ := rt.Get("d"); s.State != "latched" {
+		t.Fatalf("after a newer status: %+v", s)
+	}
+	rt.Notify(ingest.Event{Type: ingest.EventAck, Device: "d", Time: t1.Add(4 * time.Second), Ack: &telemetry.CommandAck{ID: "x", OK: true, State: "open"}})
+	if s, _ := rt.Get("d"); s.State != "open" {
+		t.Fatalf("after an ack: %+v", s)
+	}
+}
+
 func TestStaticAssets(t *testing.T) {
 	s, _, _, _ := newTestServer(t, true)
 	for _, p := range []string{"/static/vendor/uplot/uPlot.iife.min.js", "/static/vendor/uplot/LICENSE", "/static/app.css", "/static/device.js", "/", "/ota", "/login"} {

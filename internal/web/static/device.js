@@ -364,7 +364,7 @@
       anomaly: e => { addEvent(e, true); events.push({t: Date.parse(e.ts) / 1000, kind: e.kind});
         const m = {relay_trip: "tripped", relay_latch: "latched", relay_reset: "closed", relay_recover: "closed"}[e.kind];
         if (m && e.source === "device") setRelay(m); },
-      status: e => setState(e.status === "offline" ? "offline" : "online"),
+      status: e => { setState(e.status === "offline" ? "offline" : "online"); if (e.relay) setRelay(e.relay); },
       ack: e => { if (e.ack && e.ack.ok && e.ack.state) setRelay(e.ack.state); },
     });
     document.body.dataset.ready = "1";

@@ -144,7 +144,10 @@
       if (e.class) { r.dev.class = e.class; r.dev.confidence = e.confidence; }
       dirty.add(e.device); schedule();
     },
-    status: e => { const r = rows.get(e.device); if (r) { r.dev.state = e.status === "offline" ? "offline" : "online"; if (e.firmware) r.dev.firmware = e.firmware; dirty.add(e.device); schedule(); } },
+    status: e => {
+      if (e.relay) relays[e.device] = {state: e.relay, since: e.ts};
+      const r = rows.get(e.device); if (r) { r.dev.state = e.status === "offline" ? "offline" : "online"; if (e.firmware) r.dev.firmware = e.firmware; dirty.add(e.device); schedule(); }
+    },
     ack: e => { if (e.ack && e.ack.state) { relays[e.device] = {state: e.ack.state, since: e.ts}; if (rows.has(e.device)) { dirty.add(e.device); schedule(); } } },
     anomaly: e => {
       const m = {relay_trip: "tripped", relay_latch: "latched", relay_reset: "closed", relay_recover: "closed"}[e.kind];
