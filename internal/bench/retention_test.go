@@ -1,0 +1,110 @@
+package bench
+
+import (
+	"context"
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRetentionSmoke backfills an hour of three devices, serves it from a
+// child server with a few seconds of live fleet, and checks that every
+// backfilled sample is read back through the server's query API, series by
+// series.
+func TestRetentionSmoke(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	rep, err := RunRetention(ctx, RetentionOptions{
+		Devices: 3, Hours: 1, Interval: 5 * time.Second, Live: 3 * time.Second, CheckDevices: 3,
+		Command: testCommand, Log: tlog{t}, ServerLog: tlog{t},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", rep)
+	// 3 devices x 720 readings, 6 samples each (no model), plus events.
+	if rep.BackfillReadings != 3*720 {
+		t.Errorf("%d readings backfilled, want %d", rep.BackfillReadings, 3*720)
+	}
+	if rep.BackfillSamples < 6*rep.BackfillReadings {
+		t.Errorf("%d samples for %d readings, want at least 6 each", rep.BackfillSamples, rep.BackfillReadings)
+	}
+	if rep.CheckedDevices != 3 || rep.CheckMismatches != 0 || rep.CheckedSamples != rep.BackfillSamples {
+		t.Errorf("read back %d samples of %d series of %d devices, %d mismatches (%s); %d written",
+			rep.CheckedSamples, rep.CheckedSeries, rep.CheckedDevices, rep.CheckMismatches, rep.CheckMismatchOne, rep.BackfillSamples)
+	}
+	if rep.Blocks < 1 || rep.BlockBytes <= 0 || rep.DiskBytesPerSample <= 0 {
+		t.Errorf("blocks %d, %d bytes, %.2f bytes/sample", rep.Blocks, rep.BlockBytes, rep.DiskBytesPerSample)
+	}
+	if rep.LiveReadings < 3 || rep.LiveSamples < 6*3 || rep.HeadSeries < 6*3 {
+		t.Errorf("live: %d readings, %d samples, %d head series", rep.LiveReadings, rep.LiveSamples, rep.HeadSeries)
+	}
+	if rep.RSS <= 0 || rep.RSSAnon <= 0 || rep.RSSFile <= 0 || rep.HeapInuse <= 0 || rep.RSS < rep.RSSAnon ||
+		rep.RSSFileStore <= 0 || rep.RSSFileStore >= rep.RSSFile {
+		t.Errorf("memory: rss %d anon %d file %d (store %d) heap %d", rep.RSS, rep.RSSAnon, rep.RSSFile, rep.RSSFileStore, rep.HeapInuse)
+	}
+	if len(rep.QueryMS) != 9 {
+		t.Errorf("queries %v, want 9", rep.QueryMS)
+	}
+	if rep.Extrapolated.Samples <= 0 || rep.Extrapolated.RSS <= 0 {
+		t.Errorf("extrapolation %+v", rep.Extrapolated)
+	}
+}
+
+func TestSmapsRss(t *testing.T) {
+	smaps := "00400000-00452000 r-xp 00000000 08:02 173521 /usr/bin/loadwatch\nSize: 328 kB\nRss: 300 kB\n" +
+		"7f00-7f10 r--s 00000000 08:02 11 /data/tsdb/01ABC/index\nSize: 64 kB\nRss:  12 kB\nPss: 12 kB\n" +
+		"7f10-7f20 r--s 00000000 08:02 12 /data/tsdb/01ABC/chunks/000001\nRss: 30 kB\n" +
+		"7f20-7f30 rw-p 00000000 00:00 0 \nRss: 999 kB\n" +
+		"7f30-7f40 r--s 00000000 08:02 13 /data/tsdb2/x\nRss: 7 kB\n"
+	if got := smapsRss([]byte(smaps), "/data/tsdb/"); got != 42<<10 {
+		t.Errorf("store Rss %d, want %d", got, 42<<10)
+	}
+}
+
+func TestParseStatus(t *testing.T) {
+	m := parseStatus([]byte("Name:\tloadwatch\nVmHWM:\t  200 kB\nVmRSS:\t  150 kB\nRssAnon:\t 100 kB\nRssFile:\t 40 kB\nRssShmem:\t 10 kB\nThreads: 9\n"))
+	if m != (mem{rss: 150 << 10, anon: 100 << 10, file: 40 << 10, shmem: 10 << 10, peak: 200 << 10}) {
+		t.Errorf("%+v", m)
+	}
+}
+
+func TestCheckDevices(t *testing.T) {
+	ids := []string{"a", "b", "c", "d", "e"}
+	for _, c := range []struct {
+		n    int
+		want string
+	}{{1, "a"}, {2, "ae"}, {3, "ace"}, {5, "abcde"}, {9, "abcde"}} {
+		got := ""
+		for _, s := range checkDevices(ids, c.n) {
+			got += s
+		}
+		if got != c.want {
+			t.Errorf("checkDevices(%d) = %s, want %s", c.n, got, c.want)
+		}
+	}
+}
+
+func TestSeriesKey(t *testing.T) {
+	a := SeriesKey("m", map[string]string{"device": "x", "class": "laptop", "__name__": "m"})
+	b := SeriesKey("m", map[string]string{"class": "laptop", "device": "x"})
+	if a != b || a != `m{class="laptop",device="x"}` {
+		t.Errorf("%s vs %s", a, b)
+	}
+}
+
+func TestExtrapolate(t *testing.T) {
+	r := RetentionReport{Devices: 1000, RSSAnon: 100 << 20, RSSFile: 80 << 20, RSSFileStore: 50 << 20, BackfillSamples: 1000 * 17280 * 7,
+		SamplesPerReading: 7, DiskBytesPerSample: 1.5}
+	e := r.Extrapolate(10000, 24, 5*time.Second)
+	if e.Samples != 10000*17280*7 || !strings.Contains(e.Formula, "anon'") {
+		t.Errorf("samples %v", e.Samples)
+	}
+	if math.Abs(e.Anon-10*float64(100<<20)) > 1 || math.Abs(e.File-10*float64(50<<20)-float64(30<<20)) > 1 || math.Abs(e.RSS-e.Anon-e.File) > 1 {
+		t.Errorf("%+v", e)
+	}
+	if math.Abs(e.Disk-1.5*e.Samples) > 1 {
+		t.Errorf("disk %v", e.Disk)
+	}
+}
