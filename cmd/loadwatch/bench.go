@@ -15,8 +15,9 @@ import (
 
 // benchCmd groups the performance and reliability harness.
 type benchCmd struct {
-	Fleet benchFleetCmd `cmd:"" help:"Simulated fleet against a server: readings/s, publish-to-stored latency, loss (reconciled against the store), server CPU and RSS."`
-	Chaos benchChaosCmd `cmd:"" help:"Fleet under faults: server stop and SIGKILL with restarts, killed agents, hostile payloads; reconciles every acknowledged reading."`
+	Fleet     benchFleetCmd     `cmd:"" help:"Simulated fleet against a server: readings/s, publish-to-stored latency, loss (reconciled against the store), server CPU and RSS."`
+	Chaos     benchChaosCmd     `cmd:"" help:"Fleet under faults: server stop and SIGKILL with restarts, killed agents, hostile payloads; reconciles every acknowledged reading."`
+	Retention benchRetentionCmd `cmd:"" help:"Server memory with retention: backfill hours of history for N devices, serve it with a live fleet, run the dashboard's queries, report RSS (anon, file), Go heap, head series, blocks and bytes per sample."`
 }
 
 // benchCommon are the flags both commands share.

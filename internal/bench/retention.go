@@ -122,6 +122,11 @@ type RetentionReport struct {
 	QueryMS       map[string]float64 `json:"query_ms"`
 	QueryCPUS     float64            `json:"query_cpu_s"` // server CPU time spent on the queries
 
+	// AnonBaseline is RssAnon of the same server on an empty data
+	// directory, right after start: the part that does not grow with
+	// devices or retention.
+	AnonBaseline int64 `json:"rss_anon_empty_server_bytes"`
+	RSSBaseline  int64 `json:"rss_empty_server_bytes"`
 	// Memory after the queries (bytes). RSS = anon + file + shmem.
 	RSSIdle  int64 `json:"rss_after_start_bytes"` // VmRSS after the server opened the store, before the fleet
 	AnonIdle int64 `json:"rss_anon_after_start_bytes"`
@@ -141,6 +146,7 @@ type RetentionReport struct {
 	// Disk.
 	Blocks         int   `json:"blocks"`
 	BlockBytes     int64 `json:"block_bytes"`
+	IndexBytes     int64 `json:"block_index_bytes"` // of BlockBytes
 	WALBytes       int64 `json:"wal_bytes"`
 	HeadChunkBytes int64 `json:"head_chunk_bytes"`
 	StoreBytes     int64 `json:"store_bytes"`
@@ -170,13 +176,15 @@ type Extrapolation struct {
 }
 
 // Extrapolate scales a run to devices x hours at interval: anonymous
-// memory (head series, per-device ingest state, per-block index tables, Go
-// runtime) with the devices, fixed part included, so it errs high; the
+// memory above an empty server's (head series, per-device ingest state,
+// per-block index tables, garbage the GC has not yet freed) with the
+// devices, and not with the hours (the run should have the target's
+// retention); the
 // store's mapped pages (block index and chunks the queries touched) and
 // disk with the stored samples; the executable's pages stay as they are.
 func (r *RetentionReport) Extrapolate(devices int, hours float64, interval time.Duration) Extrapolation {
 	e := Extrapolation{Devices: devices, Hours: hours, IntervalS: interval.Seconds(),
-		Formula: "S' = D' x hours' x 3600 / interval' x samples_per_reading; anon' = rss_anon x D'/D; " +
+		Formula: "S' = D' x hours' x 3600 / interval' x samples_per_reading; anon' = anon_empty + (rss_anon - anon_empty) x D'/D; " +
 			"file' = (rss_file - rss_file_store) + rss_file_store x S'/S_blocks; disk' = disk_bytes_per_sample x S'"}
 	spr := r.SamplesPerReading
 	if spr == 0 {
@@ -184,7 +192,7 @@ func (r *RetentionReport) Extrapolate(devices int, hours float64, interval time.
 	}
 	e.Samples = float64(devices) * hours * 3600 / interval.Seconds() * spr
 	if r.Devices > 0 {
-		e.Anon = float64(r.RSSAnon) * float64(devices) / float64(r.Devices)
+		e.Anon = float64(r.AnonBaseline) + float64(r.RSSAnon-r.AnonBaseline)*float64(devices)/float64(r.Devices)
 	}
 	e.File = float64(r.RSSFile - r.RSSFileStore)
 	if r.BackfillSamples > 0 {
@@ -262,7 +270,10 @@ func RunRetention(ctx context.Context, o RetentionOptions) (RetentionReport, err
 		fmt.Fprintf(o.Log, "bench: backfilled %d readings, %d samples in %d blocks in %v\n", rep.BackfillReadings, st.Samples, st.Blocks, time.Since(t0).Round(time.Second))
 	}
 
-	// 2. Server.
+	// 2. Server: first on an empty directory, for the fixed part.
+	if err := baseline(ctx, &o, &rep); err != nil {
+		return rep, err
+	}
 	creds, err := Register(ctx, dir, o.Prefix, o.Devices)
 	if err != nil {
 		return rep, err
@@ -368,6 +379,40 @@ func RunRetention(ctx context.Context, o RetentionOptions) (RetentionReport, err
 	}
 	derive(&rep)
 	return rep, nil
+}
+
+// baseline starts the server on an empty data directory and reads its
+// memory once it answers.
+func baseline(ctx context.Context, o *RetentionOptions, rep *RetentionReport) error {
+	dir, err := os.MkdirTemp("", "loadwatch-empty-")
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	if o.Model != nil {
+		if err := server.WriteModel(filepath.Join(dir, server.ModelFile), o.Model); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+	}
+	c, err := NewChild(ChildConfig{Command: o.Command, DataDir: dir, Log: o.ServerLog})
+	if err != nil {
+		return err
+	}
+	if err := c.Start(ctx, o.StartTimeout); err != nil {
+		return err
+	}
+	defer c.Stop()
+	select {
+	case <-time.After(o.Settle):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	m, err := readMem(c.PID())
+	if err != nil {
+		return err
+	}
+	rep.AnonBaseline, rep.RSSBaseline = m.anon, m.rss
+	return nil
 }
 
 func checkDevices(ids []string, n int) []string {
@@ -498,6 +543,7 @@ func diskUsage(dir string, rep *RetentionReport) error {
 	var samples uint64
 	for _, b := range blocks {
 		rep.BlockBytes += b.Bytes
+		rep.IndexBytes += b.IndexBytes
 		samples += b.Samples
 	}
 	rep.Blocks = len(blocks)

@@ -34,7 +34,10 @@ func TestRetentionSmoke(t *testing.T) {
 		t.Errorf("read back %d samples of %d series of %d devices, %d mismatches (%s); %d written",
 			rep.CheckedSamples, rep.CheckedSeries, rep.CheckedDevices, rep.CheckMismatches, rep.CheckMismatchOne, rep.BackfillSamples)
 	}
-	if rep.Blocks < 1 || rep.BlockBytes <= 0 || rep.DiskBytesPerSample <= 0 {
+	if rep.AnonBaseline <= 0 || rep.AnonBaseline > rep.RSSAnon {
+		t.Errorf("empty server anon %d, this one's %d", rep.AnonBaseline, rep.RSSAnon)
+	}
+	if rep.Blocks < 1 || rep.BlockBytes <= rep.IndexBytes || rep.IndexBytes <= 0 || rep.DiskBytesPerSample <= 0 {
 		t.Errorf("blocks %d, %d bytes, %.2f bytes/sample", rep.Blocks, rep.BlockBytes, rep.DiskBytesPerSample)
 	}
 	if rep.LiveReadings < 3 || rep.LiveSamples < 6*3 || rep.HeadSeries < 6*3 {
@@ -95,13 +98,13 @@ func TestSeriesKey(t *testing.T) {
 }
 
 func TestExtrapolate(t *testing.T) {
-	r := RetentionReport{Devices: 1000, RSSAnon: 100 << 20, RSSFile: 80 << 20, RSSFileStore: 50 << 20, BackfillSamples: 1000 * 17280 * 7,
+	r := RetentionReport{Devices: 1000, RSSAnon: 120 << 20, AnonBaseline: 20 << 20, RSSFile: 80 << 20, RSSFileStore: 50 << 20, BackfillSamples: 1000 * 17280 * 7,
 		SamplesPerReading: 7, DiskBytesPerSample: 1.5}
 	e := r.Extrapolate(10000, 24, 5*time.Second)
 	if e.Samples != 10000*17280*7 || !strings.Contains(e.Formula, "anon'") {
 		t.Errorf("samples %v", e.Samples)
 	}
-	if math.Abs(e.Anon-10*float64(100<<20)) > 1 || math.Abs(e.File-10*float64(50<<20)-float64(30<<20)) > 1 || math.Abs(e.RSS-e.Anon-e.File) > 1 {
+	if math.Abs(e.Anon-10*float64(100<<20)-float64(20<<20)) > 1 || math.Abs(e.File-10*float64(50<<20)-float64(30<<20)) > 1 || math.Abs(e.RSS-e.Anon-e.File) > 1 {
 		t.Errorf("%+v", e)
 	}
 	if math.Abs(e.Disk-1.5*e.Samples) > 1 {

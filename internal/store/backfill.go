@@ -174,6 +174,7 @@ type BlockInfo struct {
 	Samples, Series, Chunks uint64
 	Level                   int   // compaction level: 1 for a block cut from the head or backfilled
 	Bytes                   int64 // files of the block (index, chunks, meta, tombstones)
+	IndexBytes              int64 // its index file (labels, postings, chunk references)
 }
 
 // Blocks lists the blocks in a store directory, oldest first. Directories
@@ -213,6 +214,9 @@ func readBlock(dir string) (BlockInfo, error) {
 	}
 	b := BlockInfo{ID: m.ULID.String(), MinTime: time.UnixMilli(m.MinTime), MaxTime: time.UnixMilli(m.MaxTime),
 		Samples: m.Stats.NumSamples, Series: m.Stats.NumSeries, Chunks: m.Stats.NumChunks, Level: m.Compaction.Level}
+	if fi, err := os.Stat(filepath.Join(dir, "index")); err == nil {
+		b.IndexBytes = fi.Size()
+	}
 	b.Bytes, err = DirBytes(dir)
 	return b, err
 }

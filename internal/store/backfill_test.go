@@ -195,7 +195,7 @@ func TestBackfillAsIngest(t *testing.T) {
 	var sum uint64
 	for i, b := range blocks {
 		w := store.BlockWindows(from, to)[i]
-		if b.MinTime.Before(w[0]) || b.MaxTime.After(w[1]) || b.Level != 1 || b.Bytes == 0 {
+		if b.MinTime.Before(w[0]) || b.MaxTime.After(w[1]) || b.Level != 1 || b.IndexBytes == 0 || b.Bytes <= b.IndexBytes {
 			t.Errorf("block %d: %v .. %v level %d, %d bytes; window %v .. %v", i, b.MinTime, b.MaxTime, b.Level, b.Bytes, w[0], w[1])
 		}
 		sum += b.Samples
