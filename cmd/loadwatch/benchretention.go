@@ -94,7 +94,11 @@ func printRetention(w io.Writer, r *bench.RetentionReport) {
 	row("head series", "%d", r.HeadSeries)
 	row("RSS (VmRSS)", "%.1f MiB (peak %.1f MiB)", mib(r.RSS), mib(r.PeakRSS))
 	row("  anonymous (RssAnon)", "%.1f MiB", mib(r.RSSAnon))
-	row("  file-backed (RssFile)", "%.1f MiB, of which store files %.1f MiB", mib(r.RSSFile), mib(r.RSSFileStore))
+	row("  file-backed (RssFile)", "%.1f MiB, of which store files %.1f MiB (index %.1f, chunks %.1f, head chunks %.1f)",
+		mib(r.RSSFile), mib(r.RSSFileStore), mib(r.StoreMaps.Index), mib(r.StoreMaps.Chunks), mib(r.StoreMaps.HeadChunks))
+	row("  before the queries", "RSS %.1f MiB, anon %.1f MiB, store files %.1f MiB (index %.1f, chunks %.1f)",
+		mib(r.RSSBeforeQueries), mib(r.AnonBeforeQueries), mib(r.StoreMapsBeforeQuery.Index+r.StoreMapsBeforeQuery.Chunks+r.StoreMapsBeforeQuery.HeadChunks+r.StoreMapsBeforeQuery.Other),
+		mib(r.StoreMapsBeforeQuery.Index), mib(r.StoreMapsBeforeQuery.Chunks))
 	row("Go heap in use", "%.1f MiB (Go runtime total %.1f MiB, %d goroutines)", mib(r.HeapInuse), mib(r.GoSys), r.Goroutines)
 	row("disk", "%d blocks %.1f MiB (index %.1f MiB), WAL %.1f MiB, head chunks %.1f MiB", r.Blocks, mib(r.BlockBytes), mib(r.IndexBytes), mib(r.WALBytes), mib(r.HeadChunkBytes))
 	row("samples stored", "%d", r.SamplesStored)

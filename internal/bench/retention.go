@@ -137,11 +137,17 @@ type RetentionReport struct {
 	// RSSFileStore is the part of RSSFile mapped from the store's files
 	// (block index and chunks, head chunks), from /proc/PID/smaps; the
 	// rest is the executable's pages.
-	RSSFileStore int64 `json:"rss_file_store_bytes"`
-	PeakRSS      int64 `json:"peak_rss_bytes"`
-	HeapInuse    int64 `json:"go_heap_inuse_bytes"`
-	GoSys        int64 `json:"go_sys_bytes"`
-	Goroutines   int64 `json:"goroutines"`
+	RSSFileStore int64     `json:"rss_file_store_bytes"`
+	StoreMaps    storeMaps `json:"rss_file_store"`
+	// The same before the dashboard's queries (after the live fleet).
+	RSSBeforeQueries     int64     `json:"rss_before_queries_bytes"`
+	AnonBeforeQueries    int64     `json:"rss_anon_before_queries_bytes"`
+	StoreMapsAfterStart  storeMaps `json:"rss_file_store_after_start"`
+	StoreMapsBeforeQuery storeMaps `json:"rss_file_store_before_queries"`
+	PeakRSS              int64     `json:"peak_rss_bytes"`
+	HeapInuse            int64     `json:"go_heap_inuse_bytes"`
+	GoSys                int64     `json:"go_sys_bytes"`
+	Goroutines           int64     `json:"goroutines"`
 
 	// Disk.
 	Blocks         int   `json:"blocks"`
@@ -292,6 +298,7 @@ func RunRetention(ctx context.Context, o RetentionOptions) (RetentionReport, err
 	if m, err := readMem(pid); err == nil {
 		rep.RSSIdle, rep.AnonIdle = m.rss, m.anon
 	}
+	rep.StoreMapsAfterStart = readStoreMaps(pid, storeDir)
 	fmt.Fprintf(o.Log, "bench: server pid %d ready in %v, RSS %.0f MiB\n", pid, time.Since(t0).Round(time.Millisecond), float64(rep.RSSIdle)/(1<<20))
 	api := &API{Base: child.URL()}
 
@@ -329,6 +336,10 @@ func RunRetention(ctx context.Context, o RetentionOptions) (RetentionReport, err
 	fmt.Fprintf(o.Log, "bench: live fleet: %d readings acknowledged in %v\n", rep.LiveReadings, time.Since(liveStart).Round(time.Second))
 
 	// 4. The dashboard's queries.
+	if m, err := readMem(pid); err == nil {
+		rep.RSSBeforeQueries, rep.AnonBeforeQueries = m.rss, m.anon
+	}
+	rep.StoreMapsBeforeQuery = readStoreMaps(pid, storeDir)
 	q0, _ := ReadProc(pid)
 	if err := dashboardQueries(ctx, api, ids[0], o.ChartWidth, rep.QueryMS); err != nil {
 		return rep, err
@@ -349,10 +360,8 @@ func RunRetention(ctx context.Context, o RetentionOptions) (RetentionReport, err
 		return rep, err
 	}
 	rep.RSS, rep.RSSAnon, rep.RSSFile, rep.RSSShmem, rep.PeakRSS = m.rss, m.anon, m.file, m.shmem, m.peak
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid)); err == nil {
-		abs, _ := filepath.Abs(storeDir)
-		rep.RSSFileStore = smapsRss(b, abs+string(filepath.Separator))
-	}
+	rep.StoreMaps = readStoreMaps(pid, storeDir)
+	rep.RSSFileStore = rep.StoreMaps.total()
 	met, err := api.Metrics(ctx)
 	if err != nil {
 		return rep, err
@@ -573,26 +582,59 @@ func derive(rep *RetentionReport) {
 	rep.Extrapolated = rep.Extrapolate(10000, 24, 5*time.Second)
 }
 
-// smapsRss sums the Rss of the mappings of files under prefix.
-func smapsRss(b []byte, prefix string) int64 {
-	var n int64
-	in := false
+// storeMaps is the resident size of a process's mappings of store files,
+// by kind, from /proc/PID/smaps.
+type storeMaps struct {
+	Index      int64 `json:"index_bytes"`       // block index files
+	Chunks     int64 `json:"chunks_bytes"`      // block chunk segments
+	HeadChunks int64 `json:"head_chunks_bytes"` // the head's mmapped chunks (chunks_head)
+	Other      int64 `json:"other_bytes"`
+}
+
+func (m storeMaps) total() int64 { return m.Index + m.Chunks + m.HeadChunks + m.Other }
+
+// smapsRss sums the Rss of the mappings of files under prefix, by kind.
+func smapsRss(b []byte, prefix string) storeMaps {
+	var m storeMaps
+	var dst *int64
 	for line := range bytes.SplitSeq(b, []byte{'\n'}) {
 		f := bytes.Fields(line)
 		if len(f) == 0 {
 			continue
 		}
 		if !bytes.HasSuffix(f[0], []byte{':'}) { // a mapping's header: addr perms offset dev inode [path]
-			in = len(f) >= 6 && strings.HasPrefix(string(f[5]), prefix)
+			dst = nil
+			if len(f) >= 6 && strings.HasPrefix(string(f[5]), prefix) {
+				rel := string(f[5][len(prefix):])
+				switch {
+				case strings.HasPrefix(rel, "chunks_head/"):
+					dst = &m.HeadChunks
+				case strings.HasSuffix(rel, "/index"):
+					dst = &m.Index
+				case strings.Contains(rel, "/chunks/"):
+					dst = &m.Chunks
+				default:
+					dst = &m.Other
+				}
+			}
 			continue
 		}
-		if in && string(f[0]) == "Rss:" && len(f) >= 2 {
+		if dst != nil && string(f[0]) == "Rss:" && len(f) >= 2 {
 			if v, err := strconv.ParseInt(string(f[1]), 10, 64); err == nil {
-				n += v << 10
+				*dst += v << 10
 			}
 		}
 	}
-	return n
+	return m
+}
+
+func readStoreMaps(pid int, storeDir string) storeMaps {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return storeMaps{}
+	}
+	abs, _ := filepath.Abs(storeDir)
+	return smapsRss(b, abs+string(filepath.Separator))
 }
 
 // mem is a process's resident memory from /proc/PID/status, in bytes.

@@ -61,8 +61,9 @@ func TestSmapsRss(t *testing.T) {
 		"7f10-7f20 r--s 00000000 08:02 12 /data/tsdb/01ABC/chunks/000001\nRss: 30 kB\n" +
 		"7f20-7f30 rw-p 00000000 00:00 0 \nRss: 999 kB\n" +
 		"7f30-7f40 r--s 00000000 08:02 13 /data/tsdb2/x\nRss: 7 kB\n"
-	if got := smapsRss([]byte(smaps), "/data/tsdb/"); got != 42<<10 {
-		t.Errorf("store Rss %d, want %d", got, 42<<10)
+	got := smapsRss([]byte(smaps+"7f40-7f50 r--s 00000000 08:02 14 /data/tsdb/chunks_head/000001\nRss: 5 kB\n"), "/data/tsdb/")
+	if got != (storeMaps{Index: 12 << 10, Chunks: 30 << 10, HeadChunks: 5 << 10}) || got.total() != 47<<10 {
+		t.Errorf("store Rss %+v", got)
 	}
 }
 
