@@ -22,16 +22,21 @@ import (
 // so only NaN is affected. This needs finite thresholds, which pack checks.
 type pnode struct {
 	thr float32
-	// bits 0-10: the node's column in a group's transposed rows,
+	// bits 3-10: the node's column in a group's transposed rows,
 	// (2 x feature + NaN goes right) x groupRows; bits 11-31: the tree-local
 	// index of the left child (the right one follows it); for a leaf, its
-	// own index and column 0.
+	// own index and column 0. Bit 0 is set when the left child is a leaf,
+	// bit 1 when the right one is (both for a leaf: it is its own child),
+	// so the SIMD walk knows that a row reached a leaf without stepping it.
 	meta uint32
 }
 
 const (
 	pColBits     = 11
 	pColMask     = 1<<pColBits - 1
+	pColField    = pColMask &^ (groupRows - 1)       // the column bits of meta
+	pLeftLeaf    = 1                                 // meta bit: the left child is a leaf
+	pRightLeaf   = 2                                 // meta bit: the right child is a leaf
 	pMaxFeatures = (1 << pColBits) / (2 * groupRows) // packed layout limit; wider forests use the row path
 	pMaxTree     = 1 << (32 - pColBits)              // nodes per tree the packed layout allows
 
@@ -76,7 +81,7 @@ func (f *Forest) pack() *packedForest {
 			n := &f.nodes[i]
 			k := uint32(len(p.nodes) - int(base))
 			if n.isLeaf() {
-				p.nodes = append(p.nodes, pnode{thr: float32(math.NaN()), meta: k << pColBits})
+				p.nodes = append(p.nodes, pnode{thr: float32(math.NaN()), meta: k<<pColBits | pLeftLeaf | pRightLeaf})
 				p.leaf[len(p.nodes)-1] = n.leaf
 				continue
 			}
@@ -87,7 +92,14 @@ func (f *Forest) pack() *packedForest {
 			if !n.nanLeft() {
 				col++
 			}
-			p.nodes = append(p.nodes, pnode{thr: n.thr, meta: col*groupRows | uint32(len(queue))<<pColBits})
+			meta := col*groupRows | uint32(len(queue))<<pColBits
+			if f.nodes[i+1].isLeaf() {
+				meta |= pLeftLeaf
+			}
+			if f.nodes[n.right].isLeaf() {
+				meta |= pRightLeaf
+			}
+			p.nodes = append(p.nodes, pnode{thr: n.thr, meta: meta})
 			queue = append(queue, i+1, n.right)
 		}
 	}
@@ -108,11 +120,14 @@ func (f *Forest) packed() *packedForest {
 // prediction, which builds the packed layout), and panics when the slice
 // lengths disagree.
 //
-// It takes 64 rows at a time through one tree after the other, so a tree's
+// On amd64 with AVX-512 it walks 64 rows at a time through 16 trees at a
+// time, 32 (tree, row) pairs in the lanes of two vector walkers that take
+// the next pair as soon as a lane reaches a leaf (simd.go). Elsewhere it
+// takes 64 rows at a time through one tree after the other, so a tree's
 // nodes stay in the L1 cache while the rows walk it, and steps 8 rows in
 // lock-step so that their independent memory loads overlap, with the block
 // ordered by the rows' leaves in the first tree so that rows walked
-// together end at similar depths; each row adds its trees' class
+// together end at similar depths. Either way each row adds its trees' class
 // distributions in tree order, as Predict does. Fewer than 8 rows, or more
 // than 64 classes, go row by row.
 func (f *Forest) PredictBatch(X []float32, classes []int32, probs []float32) {
@@ -122,6 +137,10 @@ func (f *Forest) PredictBatch(X []float32, classes []int32, probs []float32) {
 		panic(fmt.Sprintf("forest.PredictBatch: %d values and %d probabilities for %d rows", len(X), len(probs), n))
 	}
 	if p := f.packed(); p != nil && nc <= stackProbs && n >= groupRows {
+		if simdBatch {
+			f.predictSIMD(p, X, classes, probs)
+			return
+		}
 		f.predictPacked(p, X, classes, probs)
 		return
 	}
@@ -263,7 +282,7 @@ func (s *batchScratch) transpose(X []float32, nf, r0, rows int, ord *[blockRows]
 // pstep moves row k of a group from node i one level down in tn.
 func pstep(tn []pnode, xg *groupX, i uint32, k uint32) uint32 {
 	n := tn[i]
-	return n.meta>>pColBits + b2u(xg[n.meta&pColMask+k&(groupRows-1)] > n.thr)
+	return n.meta>>pColBits + b2u(xg[n.meta&pColField+k&(groupRows-1)] > n.thr)
 }
 
 func b2u(b bool) uint32 {

@@ -271,37 +271,40 @@ func TestMissingValues(t *testing.T) {
 
 // TestBatchMatchesSingle checks PredictBatch against Predict and
 // PredictProba on rows with and without NaN and a row count that is not a
-// multiple of the walker width or block.
+// multiple of the walker width or block, on every batch walk this machine
+// has (batchPaths: the AVX-512 walk and the pure-Go lock-step walk).
 func TestBatchMatchesSingle(t *testing.T) {
 	d := synthetic(1000, 5, 3)
 	f := train(t, d, Config{Trees: 30, Bootstrap: true, MinSamplesLeaf: 3, Seed: 1})
 	test := synthetic(333, 6, 5)
 	nc := f.NumClasses()
-	classes := make([]int32, test.Rows())
-	probs := make([]float32, test.Rows()*nc)
-	f.PredictBatch(test.X, classes, probs)
-	one := make([]float32, nc)
-	mixed := 0
-	for r := range test.Rows() {
-		x := test.X[r*8 : (r+1)*8]
-		c, p := f.Predict(x)
-		f.PredictProba(x, one)
-		if int(classes[r]) != c || !slices.Equal(one, probs[r*nc:(r+1)*nc]) || one[c] != p {
-			t.Fatalf("row %d: batch %d %v, single %d %v %v", r, classes[r], probs[r*nc:(r+1)*nc], c, p, one)
+	batchPaths(t, func(t *testing.T) {
+		classes := make([]int32, test.Rows())
+		probs := make([]float32, test.Rows()*nc)
+		f.PredictBatch(test.X, classes, probs)
+		one := make([]float32, nc)
+		mixed := 0
+		for r := range test.Rows() {
+			x := test.X[r*8 : (r+1)*8]
+			c, p := f.Predict(x)
+			f.PredictProba(x, one)
+			if int(classes[r]) != c || !slices.Equal(one, probs[r*nc:(r+1)*nc]) || one[c] != p {
+				t.Fatalf("row %d: batch %d %v, single %d %v %v", r, classes[r], probs[r*nc:(r+1)*nc], c, p, one)
+			}
+			if p < 1 {
+				mixed++
+			}
 		}
-		if p < 1 {
-			mixed++
+		if mixed == 0 {
+			t.Fatal("no row had a mixed vote: the test does not cover mixed leaves")
 		}
-	}
-	if mixed == 0 {
-		t.Fatal("no row had a mixed vote: the test does not cover mixed leaves")
-	}
-	// Without probabilities too.
-	only := make([]int32, test.Rows())
-	f.PredictBatch(test.X, only, nil)
-	if !slices.Equal(only, classes) {
-		t.Fatal("PredictBatch without probabilities differs")
-	}
+		// Without probabilities too.
+		only := make([]int32, test.Rows())
+		f.PredictBatch(test.X, only, nil)
+		if !slices.Equal(only, classes) {
+			t.Fatal("PredictBatch without probabilities differs")
+		}
+	})
 }
 
 func TestImportances(t *testing.T) {

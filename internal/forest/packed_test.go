@@ -8,8 +8,9 @@ import (
 
 // TestPackedMatchesNodes checks the packed layout (Predict, PredictProba
 // and PredictBatch use it) against the pre-order node walk, bit for bit, on
-// forests with pure and mixed leaves, rows with and without NaN, +-Inf, and
-// row counts around the group and block sizes.
+// forests with pure and mixed leaves, rows with and without NaN, +-Inf, -0,
+// and row counts around the group, lane and block sizes, on every batch
+// walk this machine has (batchPaths).
 func TestPackedMatchesNodes(t *testing.T) {
 	inf := float32(math.Inf(1))
 	cases := []struct {
@@ -20,6 +21,7 @@ func TestPackedMatchesNodes(t *testing.T) {
 		{"full depth", DefaultConfig(), 0},
 		{"min leaf 5 with NaN", Config{Trees: 37, Bootstrap: true, MinSamplesLeaf: 5, Seed: 3}, 4},
 		{"stumps", Config{Trees: 9, MaxDepth: 1, Seed: 2}, 2},
+		{"single leaves", Config{Trees: 17, Bootstrap: true, MinSamplesSplit: 100000, Seed: 4}, 2},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -28,34 +30,38 @@ func TestPackedMatchesNodes(t *testing.T) {
 			if p == nil {
 				t.Fatal("forest does not pack")
 			}
-			test := synthetic(200, 12, 3)
-			X := append(test.X, 0, nan, inf, -inf, nan, nan, nan, nan, -1e30, 1e30, 0, 0, inf, 0, nan, 0)
-			nc := f.NumClasses()
-			for _, n := range []int{1, 7, 8, 9, 63, 64, 65, len(X) / 8} {
-				classes := make([]int32, n)
-				probs := make([]float32, n*nc)
-				f.PredictBatch(X[:n*8], classes, probs)
-				for r := range n {
-					x := X[r*8 : (r+1)*8]
-					want := make([]float64, nc)
-					got := make([]float64, nc)
-					f.accumulateNodes(x, want)
-					f.accumulatePacked(p, x, got)
-					if !slices.Equal(want, got) {
-						t.Fatalf("row %d %v: packed %v, nodes %v", r, x, got, want)
-					}
-					c, prob := f.Predict(x)
-					wc, wp := f.argmax(want)
-					if c != wc || prob != float32(wp) || classes[r] != int32(wc) {
-						t.Fatalf("row %d: Predict %d %v, batch %d, want %d %v", r, c, prob, classes[r], wc, wp)
-					}
-					for k := range nc {
-						if probs[r*nc+k] != float32(want[k]) {
-							t.Fatalf("row %d of %d: batch probabilities %v, want %v", r, n, probs[r*nc:(r+1)*nc], want)
+			batchPaths(t, func(t *testing.T) {
+				test := synthetic(200, 12, 3)
+				negZero := float32(math.Copysign(0, -1))
+				X := append(test.X, 0, nan, inf, -inf, nan, nan, nan, nan, -1e30, 1e30, 0, 0, inf, 0, nan, 0,
+					negZero, negZero, negZero, negZero, negZero, negZero, negZero, negZero)
+				nc := f.NumClasses()
+				for _, n := range []int{1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, len(X) / 8} {
+					classes := make([]int32, n)
+					probs := make([]float32, n*nc)
+					f.PredictBatch(X[:n*8], classes, probs)
+					for r := range n {
+						x := X[r*8 : (r+1)*8]
+						want := make([]float64, nc)
+						got := make([]float64, nc)
+						f.accumulateNodes(x, want)
+						f.accumulatePacked(p, x, got)
+						if !slices.Equal(want, got) {
+							t.Fatalf("row %d %v: packed %v, nodes %v", r, x, got, want)
+						}
+						c, prob := f.Predict(x)
+						wc, wp := f.argmax(want)
+						if c != wc || prob != float32(wp) || classes[r] != int32(wc) {
+							t.Fatalf("row %d: Predict %d %v, batch %d, want %d %v", r, c, prob, classes[r], wc, wp)
+						}
+						for k := range nc {
+							if probs[r*nc+k] != float32(want[k]) {
+								t.Fatalf("row %d of %d: batch probabilities %v, want %v", r, n, probs[r*nc:(r+1)*nc], want)
+							}
 						}
 					}
 				}
-			}
+			})
 		})
 	}
 }

@@ -1,0 +1,18 @@
+//go:build amd64 && !purego
+
+package forest
+
+// cpuAVX512 reports whether the CPU has AVX-512F and POPCNT and the OS
+// saves the AVX-512 registers (CPUID and XGETBV).
+func cpuAVX512() bool
+
+// walkAVX512 walks npairs (tree, row) pairs: pair k is row k&rowMask of the
+// transposed block x against the tree whose root is roots[k>>shift]
+// (npairs>>shift <= 16), through the packed nodes. out[k] receives the
+// global packed index of the pair's leaf. list is scratch for
+// 2*(npairs+16) values.
+//
+//go:noescape
+func walkAVX512(nodes *pnode, x *float32, roots *[16]int32, out *uint32, list *uint32, npairs, shift, rowMask uint32)
+
+var haveAVX512 = cpuAVX512()

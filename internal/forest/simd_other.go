@@ -1,0 +1,11 @@
+//go:build !amd64 || purego
+
+package forest
+
+// haveAVX512 is false off amd64 (and with the purego tag): PredictBatch
+// uses the lock-step walk of batch.go.
+const haveAVX512 = false
+
+func walkAVX512(nodes *pnode, x *float32, roots *[16]int32, out *uint32, list *uint32, npairs, shift, rowMask uint32) {
+	panic("forest: walkAVX512 without AVX-512")
+}
