@@ -30,6 +30,7 @@ type serveCmd struct {
 	Data         string          `name:"data" default:"loadwatch-data" type:"path" env:"LOADWATCH_DATA" help:"Data directory: registry, store, broker sessions, model, credentials."`
 	MQTTTLS      string          `name:"mqtt-tls" env:"LOADWATCH_MQTT_TLS" help:"Embedded broker TLS listen address (needs --tls-cert and --tls-key)."`
 	MQTTWS       string          `name:"mqtt-ws" env:"LOADWATCH_MQTT_WS" help:"Embedded broker MQTT-over-WebSocket listen address."`
+	MQTTQueue    int32           `name:"mqtt-client-queue" default:"1024" env:"LOADWATCH_MQTT_CLIENT_QUEUE" help:"Embedded broker: messages queued for writing per connected client. Each slot costs 8 bytes per client whether used or not (10,000 devices x 65,536 slots would be 5 GiB). A subscriber that sets MQTT v5 Receive Maximum is never affected (what exceeds it waits in its session); one that does not, stops reading and falls this far behind loses the rest (counted in loadwatch_mqtt_dropped_messages_total with cause queue)."`
 	TLSCert      string          `name:"tls-cert" type:"existingfile" env:"LOADWATCH_TLS_CERT" help:"PEM certificate: serves HTTPS and the MQTT TLS listener."`
 	TLSKey       string          `name:"tls-key" type:"existingfile" env:"LOADWATCH_TLS_KEY" help:"PEM private key of --tls-cert."`
 	Broker       string          `name:"broker" env:"LOADWATCH_BROKER" help:"External MQTT v5 broker (mqtt://host:1883 or mqtts://...) instead of the embedded one; replicas share its load."`
@@ -161,7 +162,7 @@ func (f serveConfigFile) BeforeResolve(_ *kong.Kong, ctx *kong.Context, trace *k
 func (c *serveCmd) config() server.Config {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel}))
 	return server.Config{
-		DataDir: c.Data, HTTPAddr: c.HTTP, MQTTAddr: c.MQTT, MQTTTLSAddr: c.MQTTTLS, MQTTWSAddr: c.MQTTWS,
+		DataDir: c.Data, HTTPAddr: c.HTTP, MQTTAddr: c.MQTT, MQTTTLSAddr: c.MQTTTLS, MQTTWSAddr: c.MQTTWS, MQTTClientQueue: c.MQTTQueue,
 		TLSCert: c.TLSCert, TLSKey: c.TLSKey,
 		ExternalBroker: c.Broker, BrokerUser: c.BrokerUser, BrokerPassword: c.BrokerPass, BrokerCAFile: c.BrokerCA,
 		BrokerClientID: c.BrokerClient, BrokerGroup: c.BrokerGroup,

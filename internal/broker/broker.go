@@ -78,7 +78,13 @@ type Config struct {
 	// 16-bit packet ids allow (mochi's 8192 dropped 11.5 % of messages to a
 	// lagging subscriber in our measurement).
 	MaxInflight uint16
-	// MaxPendingWrites bounds each client's outbound queue. Default 65536.
+	// MaxPendingWrites bounds each client's outbound queue. Default 1024.
+	// mochi allocates every slot (8 bytes) for every client at connect, and
+	// the Go GC counts the whole queue as live heap: 65,536 slots at 10,000
+	// devices were 5 GiB of heap that doubled the GC's target. A subscriber
+	// that sets Receive Maximum never fills it (mochi holds what exceeds
+	// that quota in the session, up to MaxInflight); one without flow
+	// control that stops reading loses what does not fit (MessagesDropped).
 	MaxPendingWrites int32
 	// MaxPacketSize refuses larger packets. Default 256 KiB.
 	MaxPacketSize uint32
@@ -121,7 +127,7 @@ func New(cfg Config, auth Authenticator, ing Ingester) (*Broker, error) {
 		cfg.MaxInflight = 65535
 	}
 	if cfg.MaxPendingWrites <= 0 {
-		cfg.MaxPendingWrites = 65536
+		cfg.MaxPendingWrites = 1024
 	}
 	if cfg.MaxPacketSize == 0 {
 		cfg.MaxPacketSize = 256 << 10

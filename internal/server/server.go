@@ -62,6 +62,9 @@ type Config struct {
 	// MQTTTLSAddr and MQTTWSAddr are optional extra listeners of the
 	// embedded broker (TLS needs TLSCert and TLSKey).
 	MQTTTLSAddr, MQTTWSAddr string
+	// MQTTClientQueue is the embedded broker's outbound queue per client
+	// (broker.Config.MaxPendingWrites); 0 = the broker's default.
+	MQTTClientQueue int32
 	// TLSCert and TLSKey (PEM files) switch HTTP to HTTPS and serve the
 	// MQTT TLS listener.
 	TLSCert, TLSKey string
@@ -398,7 +401,8 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		pubReady.Store(true)
 		goRun("external broker", xc.Run)
 	} else if cfg.MQTTAddr != "off" {
-		bc := broker.Config{TCPAddr: cfg.MQTTAddr, TLSAddr: cfg.MQTTTLSAddr, WSAddr: cfg.MQTTWSAddr, DataDir: cfg.DataDir, Logger: s.log}
+		bc := broker.Config{TCPAddr: cfg.MQTTAddr, TLSAddr: cfg.MQTTTLSAddr, WSAddr: cfg.MQTTWSAddr, DataDir: cfg.DataDir, Logger: s.log,
+			MaxPendingWrites: cfg.MQTTClientQueue}
 		if cfg.TLSCert != "" && (cfg.MQTTTLSAddr != "" || cfg.MQTTWSAddr != "") {
 			if bc.TLS, err = broker.LoadTLS(cfg.TLSCert, cfg.TLSKey); err != nil {
 				return fmt.Errorf("server: %w", err)
