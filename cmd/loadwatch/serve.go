@@ -55,7 +55,7 @@ type serveCmd struct {
 // docs/PERFORMANCE.md, "Tail latency and memory tuning").
 type runtimeFlags struct {
 	GOGC        int    `name:"gogc" default:"0" env:"LOADWATCH_GOGC" help:"Go GC target percent (debug.SetGCPercent), e.g. 400 to collect less often at the cost of a bigger heap; -1 disables the proportional trigger (then set --memory-limit). 0 (default) keeps the GOGC environment variable or Go's 100."`
-	MemoryLimit string `name:"memory-limit" default:"off" env:"LOADWATCH_MEMORY_LIMIT" placeholder:"SIZE" help:"Soft limit of the Go runtime's memory (debug.SetMemoryLimit), e.g. 1536MiB, 2GiB or bytes; the GC runs more often near it, so set it well above the live heap (about 80 KB per connected device with classification on). 'off' (default) or 0: none (GOMEMLIMIT still applies)."`
+	MemoryLimit string `name:"memory-limit" default:"off" env:"LOADWATCH_MEMORY_LIMIT" placeholder:"SIZE" help:"Soft limit of the Go runtime's memory (debug.SetMemoryLimit), e.g. 1536MiB, 2GiB or bytes; the GC runs more often near it, so set it well above what stays live (about 65 KB per connected device: 25 KB of heap and 40 KB of the broker's goroutine stacks, which the limit counts too; plus the store's head). 'off' (default) or 0: none (GOMEMLIMIT still applies)."`
 	PProf       string `name:"pprof" env:"LOADWATCH_PPROF" placeholder:"ADDR" help:"Debug: serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off by default. Never expose it: it has no authentication."`
 }
 
