@@ -49,6 +49,7 @@ type packedForest struct {
 	nodes []pnode
 	start []int32 // tree t is nodes[start[t]:start[t+1]]
 	leaf  []int32 // per packed leaf: class with probability 1 (>= 0) or -1-offset into Forest.values
+	lanes []pnode // the nodes for the tree-lane vector walk (simd.go), or nil
 }
 
 // pack builds the batch layout, or nil when the forest is too wide, a tree
@@ -104,6 +105,9 @@ func (f *Forest) pack() *packedForest {
 		}
 	}
 	p.start = append(p.start, int32(len(p.nodes)))
+	if haveAVX512 && f.nFeatures <= laneMaxFeatures && len(f.roots) >= laneMinTrees && len(p.nodes) < laneMaxNodes {
+		p.lanes = p.treeLaneNodes()
+	}
 	return p
 }
 
@@ -122,7 +126,9 @@ func (f *Forest) packed() *packedForest {
 //
 // On amd64 with AVX-512 it walks 64 rows at a time through 16 trees at a
 // time, 32 (tree, row) pairs in the lanes of two vector walkers that take
-// the next pair as soon as a lane reaches a leaf (simd.go). Elsewhere it
+// the next pair as soon as a lane reaches a leaf (simd.go); forests of up
+// to 8 features and 16 trees or more put the trees of one row in the lanes
+// instead (no gather for the row's values). Elsewhere it
 // takes 64 rows at a time through one tree after the other, so a tree's
 // nodes stay in the L1 cache while the rows walk it, and steps 8 rows in
 // lock-step so that their independent memory loads overlap, with the block
@@ -138,6 +144,10 @@ func (f *Forest) PredictBatch(X []float32, classes []int32, probs []float32) {
 	}
 	if p := f.packed(); p != nil && nc <= stackProbs && n >= groupRows {
 		if simdBatch {
+			if p.lanes != nil && simdTreeLanes {
+				f.predictTreeLanes(p, X, classes, probs)
+				return
+			}
 			f.predictSIMD(p, X, classes, probs)
 			return
 		}

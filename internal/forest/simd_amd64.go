@@ -16,3 +16,14 @@ func cpuAVX512() bool
 func walkAVX512(nodes *pnode, x *float32, roots *[16]int32, out *uint32, list *uint32, npairs, shift, rowMask uint32)
 
 var haveAVX512 = cpuAVX512()
+
+// walkTreesAVX512 walks the (row, tree) pairs of rows [0, endB) of the
+// block rows (16 values per row: feature j as -Inf-for-NaN at 2j and
+// +Inf-for-NaN at 2j+1) against ntrees (>= 16) trees whose roots are
+// roots[0:ntrees] (16 more values readable after them), through nodes in
+// the tree-lane layout (treeLaneNodes). out[row*ntrees+t] receives the
+// leaf's global index; list is scratch for 2*(endB*ntrees+16) values.
+// Rows [0, endA) go to one walker, the others to the second.
+//
+//go:noescape
+func walkTreesAVX512(nodes *pnode, rows *float32, roots *int32, out *uint32, list *uint32, ntrees, endA, endB uint32)

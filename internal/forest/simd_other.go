@@ -9,3 +9,7 @@ const haveAVX512 = false
 func walkAVX512(nodes *pnode, x *float32, roots *[16]int32, out *uint32, list *uint32, npairs, shift, rowMask uint32) {
 	panic("forest: walkAVX512 without AVX-512")
 }
+
+func walkTreesAVX512(nodes *pnode, rows *float32, roots *int32, out *uint32, list *uint32, ntrees, endA, endB uint32) {
+	panic("forest: walkTreesAVX512 without AVX-512")
+}

@@ -10,16 +10,20 @@ import (
 )
 
 // batchPaths runs fn once for every PredictBatch walk this machine has:
-// the AVX-512 walk when the CPU has it, and the pure-Go lock-step walk
-// (the one every other GOARCH uses). Tests using it must not run in
-// parallel: it switches the package's simdBatch.
+// the two AVX-512 walks when the CPU has them (tree lanes, used by forests
+// of up to 8 features and 16 trees or more, and row lanes), and the
+// pure-Go lock-step walk (the one every other GOARCH uses). Tests using it
+// must not run in parallel: it switches the package's simdBatch and
+// simdTreeLanes.
 func batchPaths(t *testing.T, fn func(t *testing.T)) {
 	t.Helper()
-	saved := simdBatch
-	defer func() { simdBatch = saved }()
+	saved, savedLanes := simdBatch, simdTreeLanes
+	defer func() { simdBatch, simdTreeLanes = saved, savedLanes }()
 	if haveAVX512 {
-		simdBatch = true
-		t.Run("avx512", fn)
+		simdBatch, simdTreeLanes = true, true
+		t.Run("avx512-treelanes", fn)
+		simdTreeLanes = false
+		t.Run("avx512-rowlanes", fn)
 	} else {
 		t.Log("no AVX-512 here: only the pure-Go walk is tested")
 	}
@@ -175,13 +179,14 @@ func FuzzPredictBatch(f *testing.F) {
 			X[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 		}
 		n := len(X) / nf
-		saved := simdBatch
-		defer func() { simdBatch = saved }()
-		for _, simd := range []bool{true, false} {
+		saved, savedLanes := simdBatch, simdTreeLanes
+		defer func() { simdBatch, simdTreeLanes = saved, savedLanes }()
+		for walk := range 3 {
+			simd := walk < 2
 			if simd && !haveAVX512 {
 				continue
 			}
-			simdBatch = simd
+			simdBatch, simdTreeLanes = simd, walk == 0
 			classes := make([]int32, n)
 			probs := make([]float32, n*nc)
 			fo.PredictBatch(X, classes, probs)
@@ -191,7 +196,7 @@ func FuzzPredictBatch(f *testing.F) {
 				c, p := fo.Predict(x)
 				fo.PredictProba(x, one)
 				if classes[r] != int32(c) || !slices.Equal(one, probs[r*nc:(r+1)*nc]) || one[c] != p {
-					t.Fatalf("avx512 %v, row %d of %d %v: batch %d %v, Predict %d %v %v", simd, r, n, x, classes[r], probs[r*nc:(r+1)*nc], c, p, one)
+					t.Fatalf("walk %d, row %d of %d %v: batch %d %v, Predict %d %v %v", walk, r, n, x, classes[r], probs[r*nc:(r+1)*nc], c, p, one)
 				}
 			}
 		}
