@@ -106,10 +106,13 @@ func (f *Forest) predictTreeLanes(p *packedForest, X []float32, classes []int32,
 			}
 			copy(s.roots[:], p.start[t0:t0+k])
 			walkTreesAVX512(&p.lanes[0], &s.rows[0], &s.roots[0], &s.out[0], &s.list[0], uint32(k), uint32((rows+1)/2), uint32(rows))
-			for r := range rows {
-				a := acc[r*nc : (r+1)*nc]
-				for _, g := range s.out[r*k : (r+1)*k] {
-					l := p.leaf[g]
+			// Tree by tree, each row in turn: a row's votes are still
+			// added in tree order, and consecutive additions go to
+			// different rows (no chain of dependent additions).
+			for t := range k {
+				for r := range rows {
+					l := p.leaf[s.out[r*k+t]]
+					a := acc[r*nc : (r+1)*nc]
 					if l >= 0 {
 						a[l]++
 						continue
