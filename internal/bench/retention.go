@@ -620,8 +620,8 @@ func smapsRss(b []byte, prefix string) storeMaps {
 			continue
 		}
 		if dst != nil && string(f[0]) == "Rss:" && len(f) >= 2 {
-			if v, err := strconv.ParseInt(string(f[1]), 10, 64); err == nil {
-				*dst += v << 10
+			if v, err := strconv.ParseUint(string(f[1]), 10, 40); err == nil {
+				*dst += int64(v) << 10
 			}
 		}
 	}
@@ -676,8 +676,8 @@ func parseStatus(b []byte) mem {
 			continue
 		}
 		if fs := bytes.Fields(rest); len(fs) >= 1 {
-			if v, err := strconv.ParseInt(string(fs[0]), 10, 64); err == nil {
-				*dst = v << 10
+			if v, err := strconv.ParseUint(string(fs[0]), 10, 40); err == nil {
+				*dst = int64(v) << 10
 			}
 		}
 	}

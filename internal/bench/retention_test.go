@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -110,5 +111,35 @@ func TestExtrapolate(t *testing.T) {
 	}
 	if math.Abs(e.Disk-1.5*e.Samples) > 1 {
 		t.Errorf("disk %v", e.Disk)
+	}
+}
+
+// FuzzProcParsers: /proc text never panics the parsers, sizes are never
+// negative, and the store total is the sum of its kinds.
+func FuzzProcParsers(f *testing.F) {
+	f.Add([]byte("VmRSS:\t  150 kB\nRssAnon:\t 100 kB\n"))
+	f.Add([]byte("7f00-7f10 r--s 00000000 08:02 11 /data/tsdb/01ABC/index\nRss:  12 kB\n"))
+	f.Add([]byte("a b c d e /data/tsdb/chunks_head/1\nRss: -4 kB\nRss:\n:\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m := smapsRss(b, "/data/tsdb/")
+		if m.total() != m.Index+m.Chunks+m.HeadChunks+m.Other || m.Index < 0 || m.Chunks < 0 || m.HeadChunks < 0 || m.Other < 0 {
+			t.Fatalf("%+v", m)
+		}
+		if st := parseStatus(b); st.rss < 0 || st.anon < 0 || st.file < 0 || st.shmem < 0 || st.peak < 0 {
+			t.Fatalf("%+v", st)
+		}
+	})
+}
+
+func BenchmarkSmapsRss(b *testing.B) {
+	var buf []byte
+	for i := range 200 {
+		buf = fmt.Appendf(buf, "7f%04x-7f%04x r--s 00000000 08:02 %d /data/tsdb/01ABC%03d/chunks/000001\nSize: 64 kB\nRss: 12 kB\nPss: 12 kB\n", i, i+1, i, i)
+	}
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		if smapsRss(buf, "/data/tsdb/").Chunks != 200*12<<10 {
+			b.Fatal("wrong sum")
+		}
 	}
 }
