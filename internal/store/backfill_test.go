@@ -350,3 +350,54 @@ func TestBackfillRefusals(t *testing.T) {
 		t.Error("nil generator accepted")
 	}
 }
+
+// TestBlocksMerge: compaction merges 2 h blocks into larger ones (up to a
+// tenth of the retention, as Prometheus does) and loses no sample.
+func TestBlocksMerge(t *testing.T) {
+	for _, c := range []struct{ retention, want time.Duration }{
+		{15 * 24 * time.Hour, 36 * time.Hour},
+		{time.Hour, 2 * time.Hour},
+		{365 * 24 * time.Hour, 31 * 24 * time.Hour},
+	} {
+		if got := store.MaxBlockDuration(c.retention); got != c.want {
+			t.Errorf("retention %v: largest block %v, want %v", c.retention, got, c.want)
+		}
+	}
+	ctx := context.Background()
+	from := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	to := from.Add(26 * time.Hour)
+	dir := t.TempDir()
+	st, err := store.Backfill(ctx, dir, from, to, newIngestGen(t, 1, time.Minute, nil).window, store.BackfillOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := store.Open(dir, store.Options{Retention: 365 * 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	before := dump(t, s, from, to)
+	if err := store.Compact(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	blocks, err := store.Blocks(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	longest := time.Duration(0)
+	for _, b := range blocks {
+		longest = max(longest, b.MaxTime.Sub(b.MinTime))
+	}
+	if len(blocks) >= int(st.Blocks) || longest <= 2*time.Hour {
+		t.Errorf("%d blocks after compaction (longest %v), %d before: nothing merged", len(blocks), longest, st.Blocks)
+	}
+	after := dump(t, s, from, to)
+	if len(after) != len(before) {
+		t.Fatalf("%d series after compaction, %d before", len(after), len(before))
+	}
+	for k, pts := range before {
+		if len(after[k]) != len(pts) {
+			t.Errorf("series %s: %d samples after compaction, %d before", k, len(after[k]), len(pts))
+		}
+	}
+}

@@ -118,6 +118,17 @@ const metricNameLabel = "__name__"
 // maxCache bounds the series cache; past it the cache is dropped and refilled.
 const maxCache = 1 << 20
 
+// maxBlockDuration is the largest block compaction may build, as the
+// Prometheus server sets it: a tenth of the retention, at most 31 days and
+// at least one 2 h block. The TSDB library's own default (2 h) never merges
+// blocks, so 15 days were 180 blocks, each with an index repeating every
+// series and each opened by a query over the whole range. With 15 days'
+// retention blocks grow to 2 h, 6 h and 18 h. Retention drops whole blocks,
+// so data may outlive the retention by up to this much.
+func maxBlockDuration(retention time.Duration) time.Duration {
+	return max(2*time.Hour, min(31*24*time.Hour, retention/10))
+}
+
 // Open opens (or creates) the store in dir, replaying its WAL.
 func Open(dir string, o Options) (*Store, error) {
 	if o.Retention == 0 {
@@ -149,6 +160,7 @@ func Open(dir string, o Options) (*Store, error) {
 	}
 	to := tsdb.DefaultOptions()
 	to.RetentionDuration = o.Retention.Milliseconds()
+	to.MaxBlockDuration = maxBlockDuration(o.Retention).Milliseconds()
 	to.MaxBytes = o.MaxBytes
 	to.WALCompression = compression.Snappy
 	if o.OutOfOrderWindow > 0 {
