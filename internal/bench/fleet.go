@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -28,7 +27,6 @@ import (
 
 	"loadwatch/internal/leanmqtt"
 	"loadwatch/internal/loadsim"
-	"loadwatch/internal/power"
 	"loadwatch/internal/telemetry"
 )
 
@@ -97,8 +95,7 @@ type device struct {
 	idx   int
 	cred  Credential
 	topic string
-	circ  *loadsim.Circuit
-	off   time.Duration
+	meter simMeter // d.mu
 	rng   *rand.Rand
 
 	flushMu sync.Mutex // held while the device sends (d.buf, dialling)
@@ -108,12 +105,8 @@ type device struct {
 	inflight int   // readings in flight
 	epochs   []string
 	epoch    int
-	seq      uint64
 	n        uint64
 	lastMS   int64
-	energy   float64 // Wh, the agent's ledger
-	lastP    float64
-	lastAt   time.Time
 	acked    []acked
 	conn     *leanmqtt.Conn
 	paused   bool // a killed agent: generates nothing until restarted
@@ -159,8 +152,8 @@ func NewFleet(cfg FleetConfig) (*Fleet, error) {
 	for i, c := range cfg.Devices {
 		d := &device{
 			f: f, idx: i, cred: c, topic: telemetry.Topic(c.ID, telemetry.ChannelTelemetry),
-			circ: pool[i%len(pool)], off: time.Duration(i/len(pool)) * 7 * time.Minute,
-			rng: rand.New(rand.NewPCG(uint64(cfg.Seed), uint64(i))),
+			meter: newSimMeter(pool, i),
+			rng:   rand.New(rand.NewPCG(uint64(cfg.Seed), uint64(i))),
 		}
 		d.newEpoch()
 		f.devs = append(f.devs, d)
@@ -382,25 +375,9 @@ func (d *device) read(now time.Time) {
 	}
 	d.lastMS = ms
 	ts := time.UnixMilli(ms).UTC()
-	r := d.circ.At(loadsim.DefaultStart.Add(d.off).Add(ts.Sub(d.f.start.Truncate(time.Hour))))
-	if !d.lastAt.IsZero() {
-		d.energy += float64(r.Power) * ts.Sub(d.lastAt).Hours()
-	}
-	d.lastAt = ts
-	r.Energy = power.WattHours(d.energy)
-	r.Has |= power.FieldEnergy
-	r = loadsim.Quantise(r)
-	r.Time = ts
-	state := telemetry.StateHeartbeat
-	if math.Abs(float64(r.Power)-d.lastP) > 5 {
-		state = telemetry.StateActive
-	}
-	d.lastP = float64(r.Power)
-	d.seq++
+	t := d.meter.read(ts, ts.Sub(d.f.start.Truncate(time.Hour)))
 	d.n++
-	d.outbox = append(d.outbox, rec{n: d.n, epoch: d.epoch, t: telemetry.Telemetry{
-		Seq: d.seq, ClockSynced: true, Reading: r, EnergyTotal: power.WattHours(d.energy), HasEnergyTotal: true, State: state,
-	}})
+	d.outbox = append(d.outbox, rec{n: d.n, epoch: d.epoch, t: t})
 }
 
 // flush sends the outbox: in batches of Batch (or up to MaxReplay for a

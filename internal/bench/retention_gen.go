@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"runtime"
 	"slices"
@@ -15,7 +14,6 @@ import (
 	"loadwatch/internal/forest"
 	"loadwatch/internal/ingest"
 	"loadwatch/internal/loadsim"
-	"loadwatch/internal/power"
 	"loadwatch/internal/store"
 	"loadwatch/internal/telemetry"
 )
@@ -63,12 +61,8 @@ type History struct {
 
 type histDevice struct {
 	id, topic, epoch string
-	circ             *loadsim.Circuit
-	off, phase       time.Duration
-	seq              uint64
-	energy           float64 // Wh
-	lastP            float64
-	lastAt           time.Time
+	meter            simMeter
+	phase            time.Duration
 	buf              []byte
 	msg              telemetry.Message
 }
@@ -140,7 +134,7 @@ func NewHistory(cfg HistoryConfig) (*History, error) {
 		}
 		h.devs = append(h.devs, &histDevice{
 			id: id, topic: telemetry.Topic(id, telemetry.ChannelTelemetry), epoch: fmt.Sprintf("%016x", rng.Uint64()),
-			circ: pool[i%len(pool)], off: time.Duration(i/len(pool)) * 7 * time.Minute,
+			meter: newSimMeter(pool, i),
 			phase: time.Duration(int64(cfg.Interval) * int64(i) / int64(n)).Truncate(time.Millisecond),
 		})
 	}
@@ -313,20 +307,5 @@ func (h *History) ingestWindow(ctx context.Context, d *histDevice, from, to time
 // read is d's reading at ts, as the fleet's simulated agents take it.
 func (d *histDevice) read(ts time.Time, day time.Time) telemetry.Telemetry {
 	ts = ts.Truncate(time.Millisecond).UTC()
-	r := d.circ.At(loadsim.DefaultStart.Add(d.off).Add(ts.Sub(day)))
-	if !d.lastAt.IsZero() {
-		d.energy += float64(r.Power) * ts.Sub(d.lastAt).Hours()
-	}
-	d.lastAt = ts
-	r.Energy = power.WattHours(d.energy)
-	r.Has |= power.FieldEnergy
-	r = loadsim.Quantise(r)
-	r.Time = ts
-	state := telemetry.StateHeartbeat
-	if math.Abs(float64(r.Power)-d.lastP) > 5 {
-		state = telemetry.StateActive
-	}
-	d.lastP = float64(r.Power)
-	d.seq++
-	return telemetry.Telemetry{Seq: d.seq, ClockSynced: true, Reading: r, EnergyTotal: power.WattHours(d.energy), HasEnergyTotal: true, State: state}
+	return d.meter.read(ts, ts.Sub(day))
 }
