@@ -176,12 +176,15 @@ func dial(t testing.TB, addr, clientID, user, pass string, o connOpts) (*conn, *
 	c := &conn{msg: make(chan *paho.Publish, 100)}
 	c.c = paho.NewClient(paho.ClientConfig{
 		Conn: nc,
+		// Generous: a CI run once starved a TLS publish past paho's
+		// default 10 s under the race detector on 2 loaded cores.
+		PacketTimeout: ioTimeout,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			c.msg <- pr.Packet
 			return true, nil
 		}},
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
 	defer cancel()
 	cp := &paho.Connect{
 		ClientID: clientID, Username: user, UsernameFlag: true, Password: []byte(pass), PasswordFlag: pass != "",
@@ -197,6 +200,10 @@ func dial(t testing.TB, addr, clientID, user, pass string, o connOpts) (*conn, *
 	return c, ca, err
 }
 
+// ioTimeout bounds one MQTT exchange of the test clients: generous, since
+// it only matters when something is broken.
+const ioTimeout = 30 * time.Second
+
 func mustDial(t testing.TB, addr, id, pass string, o connOpts) *conn {
 	t.Helper()
 	c, ca, err := dial(t, addr, id, id, pass, o)
@@ -208,7 +215,7 @@ func mustDial(t testing.TB, addr, id, pass string, o connOpts) *conn {
 
 func (c *conn) publish(t testing.TB, topic, payload string) byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
 	defer cancel()
 	pr, err := c.c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(payload)})
 	if pr == nil {
@@ -219,7 +226,7 @@ func (c *conn) publish(t testing.TB, topic, payload string) byte {
 
 func (c *conn) subscribe(t testing.TB, filter string) byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
 	defer cancel()
 	sa, err := c.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
 	if sa == nil || len(sa.Reasons) != 1 {
@@ -235,8 +242,8 @@ func (c *conn) expect(t testing.TB, topic, payload string) {
 		if m.Topic != topic || string(m.Payload) != payload {
 			t.Fatalf("received %s %q, want %s %q", m.Topic, m.Payload, topic, payload)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("no message on %s within 10 s", topic)
+	case <-time.After(ioTimeout):
+		t.Fatalf("no message on %s within %v", topic, ioTimeout)
 	}
 }
 
