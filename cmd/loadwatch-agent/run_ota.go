@@ -67,17 +67,9 @@ func newOTARun(s otaSettings, log *slog.Logger) (*otaRun, error) {
 	if s.Token == "" {
 		return nil, errors.New("--ota-server needs the device token (--ota-token, or --password)")
 	}
-	var keys ota.Keyring
-	for _, p := range s.Keys {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("--ota-key: %w", err)
-		}
-		k, err := ota.ParsePublicKey(b)
-		if err != nil {
-			return nil, fmt.Errorf("--ota-key %s: %w", p, err)
-		}
-		keys = append(keys, k)
+	keys, err := ota.ReadKeyring(s.Keys...)
+	if err != nil {
+		return nil, fmt.Errorf("--ota-key: %w", err)
 	}
 	bin := s.Binary
 	if bin == "" {

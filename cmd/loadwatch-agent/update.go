@@ -80,19 +80,11 @@ func (f *otaFlags) updater(allowDowngrade, needKeys bool) (*otaagent.Updater, er
 		bin = strings.TrimSuffix(bin, ".guard")
 	}
 	var keys ota.Keyring
-	for _, p := range f.Pubkey {
-		if !needKeys {
-			break // the guard verifies nothing
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
+	if needKeys { // the guard verifies nothing
+		var err error
+		if keys, err = ota.ReadKeyring(f.Pubkey...); err != nil {
 			return nil, fmt.Errorf("pinned key: %w", err)
 		}
-		k, err := ota.ParsePublicKey(b)
-		if err != nil {
-			return nil, fmt.Errorf("pinned key %s: %w", p, err)
-		}
-		keys = append(keys, k)
 	}
 	arch := f.Arch
 	if arch == "" {

@@ -179,17 +179,9 @@ type otaImportCmd struct {
 }
 
 func (c *otaImportCmd) Run() error {
-	var keys ota.Keyring
-	for _, p := range c.Pubkey {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		k, err := ota.ParsePublicKey(b)
-		if err != nil {
-			return fmt.Errorf("%s: %w", p, err)
-		}
-		keys = append(keys, k)
+	keys, err := ota.ReadKeyring(c.Pubkey...)
+	if err != nil {
+		return err
 	}
 	st, err := release.Open(c.Data, nil)
 	if err != nil {

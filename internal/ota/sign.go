@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"aead.dev/minisign"
@@ -170,6 +171,24 @@ type SigInfo struct {
 // Keyring is the set of pinned public keys a verifier accepts (more than
 // one during a key rotation).
 type Keyring []PublicKey
+
+// ReadKeyring reads one public key file (see ParsePublicKey) per path. A
+// key that does not parse is reported with its path.
+func ReadKeyring(paths ...string) (Keyring, error) {
+	var kr Keyring
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		k, err := ParsePublicKey(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		kr = append(kr, k)
+	}
+	return kr, nil
+}
 
 func (kr Keyring) find(id uint64) (PublicKey, bool) {
 	for _, k := range kr {

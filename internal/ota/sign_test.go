@@ -267,3 +267,38 @@ func BenchmarkVerifyPrehashed1MiB(b *testing.B) {
 		}
 	}
 }
+
+func TestReadKeyring(t *testing.T) {
+	dir := t.TempDir()
+	var paths []string
+	var want Keyring
+	for i := range 2 {
+		pub, _ := testKey(t, uint64(10+i))
+		text, err := pub.MarshalText()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, "k"+string(rune('a'+i))+".pub")
+		if err := os.WriteFile(p, text, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		paths, want = append(paths, p), append(want, pub)
+	}
+	kr, err := ReadKeyring(paths...)
+	if err != nil || len(kr) != 2 || kr[0].ID() != want[0].ID() || kr[1].ID() != want[1].ID() {
+		t.Fatalf("ReadKeyring = %v, %v; want the keys %v", kr, err, want)
+	}
+	if kr, err := ReadKeyring(); err != nil || len(kr) != 0 {
+		t.Errorf("no paths: %v, %v", kr, err)
+	}
+	if _, err := ReadKeyring(paths[0], filepath.Join(dir, "none.pub")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+	bad := filepath.Join(dir, "bad.pub")
+	if err := os.WriteFile(bad, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadKeyring(bad); !errors.Is(err, ErrBadKey) || !strings.Contains(err.Error(), bad) {
+		t.Errorf("bad key: %v, want ErrBadKey naming %s", err, bad)
+	}
+}
