@@ -263,38 +263,23 @@ func (w *windowAppender) Append(ctx context.Context, batch []Sample) error {
 	defer w.mu.Unlock()
 	app := w.bw.Appender(ctx)
 	var aerr *AppendError
-	refuse := func(i int, err error) {
-		if aerr == nil {
-			aerr = &AppendError{First: err, Index: i}
-		}
-		aerr.Refused++
-		aerr.Refusals = append(aerr.Refusals, Refusal{Index: i, Err: err})
-	}
 	var n uint64
 	for i := range batch {
 		smp := &batch[i]
 		if smp.T < w.from || smp.T >= w.to {
-			refuse(i, fmt.Errorf("%w: %s at %d not in [%d, %d)", ErrOutsideWindow, smp.Metric, smp.T, w.from, w.to))
+			aerr = aerr.add(i, fmt.Errorf("%w: %s at %d not in [%d, %d)", ErrOutsideWindow, smp.Metric, smp.T, w.from, w.to))
 			continue
 		}
 		w.key = seriesKey(w.key[:0], smp)
 		c, ok := w.cache[string(w.key)]
-		if !ok {
-			lset, err := buildLabels(smp)
-			if err != nil {
-				refuse(i, err)
-				continue
-			}
-			c = cached{lset: lset}
-		}
-		ref, err := app.Append(c.ref, c.lset, smp.T, smp.V)
+		nc, err := appendSample(app, smp, c, ok)
 		if err != nil {
-			refuse(i, mapAppendErr(err))
+			aerr = aerr.add(i, err)
 			continue
 		}
 		n++
-		if ref != c.ref {
-			w.cache[string(w.key)] = cached{lset: c.lset, ref: ref}
+		if nc.ref != c.ref {
+			w.cache[string(w.key)] = nc
 		}
 	}
 	if err := app.Commit(); err != nil {

@@ -243,13 +243,6 @@ func (s *Store) Append(ctx context.Context, batch []Sample) error {
 	}
 	app := s.db.Appender(ctx)
 	var aerr *AppendError
-	refuse := func(i int, err error) {
-		if aerr == nil {
-			aerr = &AppendError{First: err, Index: i}
-		}
-		aerr.Refused++
-		aerr.Refusals = append(aerr.Refusals, Refusal{Index: i, Err: err})
-	}
 	var key []byte
 	var pending []pendingRef
 	for i := range batch {
@@ -258,21 +251,13 @@ func (s *Store) Append(ctx context.Context, batch []Sample) error {
 		s.mu.RLock()
 		c, ok := s.cache[string(key)]
 		s.mu.RUnlock()
-		if !ok {
-			lset, err := buildLabels(smp)
-			if err != nil {
-				refuse(i, err)
-				continue
-			}
-			c = cached{lset: lset}
-		}
-		ref, err := app.Append(c.ref, c.lset, smp.T, smp.V)
+		nc, err := appendSample(app, smp, c, ok)
 		if err != nil {
-			refuse(i, mapAppendErr(err))
+			aerr = aerr.add(i, err)
 			continue
 		}
-		if ref != c.ref {
-			pending = append(pending, pendingRef{key: string(key), c: cached{lset: c.lset, ref: ref}})
+		if nc.ref != c.ref {
+			pending = append(pending, pendingRef{key: string(key), c: nc})
 		}
 	}
 	if err := app.Commit(); err != nil {
@@ -308,6 +293,37 @@ func (s *Store) Append(ctx context.Context, batch []Sample) error {
 		return aerr
 	}
 	return nil
+}
+
+// add records that the sample at index i of a batch was refused with err,
+// creating the error on the first refusal.
+func (e *AppendError) add(i int, err error) *AppendError {
+	if e == nil {
+		e = &AppendError{First: err, Index: i}
+	}
+	e.Refused++
+	e.Refusals = append(e.Refusals, Refusal{Index: i, Err: err})
+	return e
+}
+
+// appendSample appends smp to app as a sample of series c, which is a
+// cached series when ok and is otherwise built from smp's labels, and
+// returns the series with the reference app gave it. Store.Append and the
+// backfill share it, so both make exactly the same series.
+func appendSample(app storage.Appender, smp *Sample, c cached, ok bool) (cached, error) {
+	if !ok {
+		lset, err := buildLabels(smp)
+		if err != nil {
+			return c, err
+		}
+		c = cached{lset: lset}
+	}
+	ref, err := app.Append(c.ref, c.lset, smp.T, smp.V)
+	if err != nil {
+		return c, mapAppendErr(err)
+	}
+	c.ref = ref
+	return c, nil
 }
 
 type pendingRef struct {
