@@ -243,13 +243,7 @@ func (f *Forest) predictPacked(p *packedForest, X []float32, classes []int32, pr
 			}
 			lv := p.leaf[p.start[t]:p.start[t+1]]
 			for r := range rows {
-				l := lv[s.leaf[r]]
-				a := acc[r*nc : (r+1)*nc]
-				if l >= 0 {
-					a[l]++
-					continue
-				}
-				addVotes(a, f.values[-1-int(l):][:nc])
+				f.addPackedLeaf(lv[s.leaf[r]], acc[r*nc:(r+1)*nc])
 			}
 		}
 		for r := range rows {

@@ -111,13 +111,7 @@ func (f *Forest) predictTreeLanes(p *packedForest, X []float32, classes []int32,
 			// different rows (no chain of dependent additions).
 			for t := range k {
 				for r := range rows {
-					l := p.leaf[s.out[r*k+t]]
-					a := acc[r*nc : (r+1)*nc]
-					if l >= 0 {
-						a[l]++
-						continue
-					}
-					addVotes(a, f.values[-1-int(l):][:nc])
+					f.addPackedLeaf(p.leaf[s.out[r*k+t]], acc[r*nc:(r+1)*nc])
 				}
 			}
 			t0 += k
@@ -192,27 +186,10 @@ func (f *Forest) predictSIMD(p *packedForest, X []float32, classes []int32, prob
 			walkAVX512(&p.nodes[0], &s.x[0], &s.roots, &s.out[0], &s.list[0], uint32(k)<<shift, uint32(shift), 1<<shift-1)
 			for t := range k {
 				for r, g := range s.out[t<<shift:][:rows] {
-					l := p.leaf[g]
-					a := acc[r*nc : (r+1)*nc]
-					if l >= 0 {
-						a[l]++
-						continue
-					}
-					addVotes(a, f.values[-1-int(l):][:nc])
+					f.addPackedLeaf(p.leaf[g], acc[r*nc:(r+1)*nc])
 				}
 			}
 		}
-		for r := range rows {
-			a := acc[r*nc : (r+1)*nc]
-			c, _ := f.argmax(a)
-			row := r0 + r
-			classes[row] = int32(c)
-			if probs != nil {
-				out := probs[row*nc : (row+1)*nc]
-				for k := range out {
-					out[k] = float32(a[k])
-				}
-			}
-		}
+		f.finishBlock(acc, r0, rows, classes, probs)
 	}
 }
