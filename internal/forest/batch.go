@@ -49,7 +49,9 @@ type packedForest struct {
 	nodes []pnode
 	start []int32 // tree t is nodes[start[t]:start[t+1]]
 	leaf  []int32 // per packed leaf: class with probability 1 (>= 0) or -1-offset into Forest.values
-	lanes []pnode // the nodes for the tree-lane vector walk (simd.go), or nil
+	lanes []pnode // the nodes for the tree-lane vector walk (simd.go) and the exit blocks (top.go), or nil
+	top   *topTables
+	class []uint8 // when every leaf has a single class below 256: the class per packed node (leaves only), else nil
 }
 
 // pack builds the batch layout, or nil when the forest is too wide, a tree
@@ -105,8 +107,20 @@ func (f *Forest) pack() *packedForest {
 		}
 	}
 	p.start = append(p.start, int32(len(p.nodes)))
-	if haveAVX512 && f.nFeatures <= laneMaxFeatures && len(f.roots) >= laneMinTrees && len(p.nodes) < laneMaxNodes {
-		p.lanes = p.treeLaneNodes()
+	p.class = make([]uint8, len(p.nodes))
+	for i, n := range p.nodes {
+		if n.thr == n.thr {
+			continue
+		}
+		if l := p.leaf[i]; l >= 0 && l < 256 {
+			p.class[i] = uint8(l)
+		} else {
+			p.class = nil
+			break
+		}
+	}
+	if haveAVX512 && f.nFeatures <= laneMaxFeatures && len(f.roots) >= laneMinTrees && len(p.nodes)+topExits*len(f.roots) < laneMaxNodes {
+		p.lanes, p.top = p.topNodes(p.treeLaneNodes())
 	}
 	return p
 }
@@ -145,6 +159,10 @@ func (f *Forest) PredictBatch(X []float32, classes []int32, probs []float32) {
 	if p := f.packed(); p != nil && nc <= stackProbs && n >= groupRows {
 		if simdBatch {
 			if p.lanes != nil && simdTreeLanes {
+				if simdTop {
+					f.predictTop(p, X, classes, probs)
+					return
+				}
 				f.predictTreeLanes(p, X, classes, probs)
 				return
 			}

@@ -43,9 +43,14 @@ import (
 // that qualify use the tree-lane walk, false unless
 // LOADWATCH_FOREST_NOSIMD=treelanes. The variable exists to compare the
 // walks in one binary; tests switch both to cover every walk.
+//
+// simdTop (default true) lets the tree-lane walk find the top of each tree
+// from registers first (top.go); LOADWATCH_FOREST_NOSIMD=notop selects the
+// tree-lane walk from the roots instead.
 var (
-	simdBatch     = haveAVX512 && (os.Getenv("LOADWATCH_FOREST_NOSIMD") == "" || os.Getenv("LOADWATCH_FOREST_NOSIMD") == "treelanes")
+	simdBatch     = haveAVX512 && (os.Getenv("LOADWATCH_FOREST_NOSIMD") == "" || os.Getenv("LOADWATCH_FOREST_NOSIMD") == "treelanes" || os.Getenv("LOADWATCH_FOREST_NOSIMD") == "notop")
 	simdTreeLanes = os.Getenv("LOADWATCH_FOREST_NOSIMD") != "treelanes"
+	simdTop       = os.Getenv("LOADWATCH_FOREST_NOSIMD") != "notop"
 )
 
 const (

@@ -27,3 +27,18 @@ var haveAVX512 = cpuAVX512()
 //
 //go:noescape
 func walkTreesAVX512(nodes *pnode, rows *float32, roots *int32, out *uint32, list *uint32, ntrees, endA, endB uint32)
+
+// topAVX512 writes starts[row*k + t-t0] for rows [0, nrows) (rounded up to
+// 8, rows holding 8 x 16 values each) and trees [t0, t0+k) (k >= 16): the
+// lanes index of the copy of the row's exit from the top of tree t (top.go),
+// from the slot tables (slot s of tree t at s*ntot + t) and the trees' exit
+// blocks base.
+//
+//go:noescape
+func topAVX512(col *uint32, thr *float32, keep *uint32, base *int32, rows *float32, starts *uint32, ntot, t0, k, nrows uint32)
+
+// walkTopAVX512 is walkTreesAVX512 with the pair row*ntrees+t starting at
+// node starts[row*ntrees+t] instead of the root of tree t.
+//
+//go:noescape
+func walkTopAVX512(nodes *pnode, rows *float32, starts *uint32, out *uint32, list *uint32, ntrees, endA, endB uint32)

@@ -13,3 +13,11 @@ func walkAVX512(nodes *pnode, x *float32, roots *[16]int32, out *uint32, list *u
 func walkTreesAVX512(nodes *pnode, rows *float32, roots *int32, out *uint32, list *uint32, ntrees, endA, endB uint32) {
 	panic("forest: walkTreesAVX512 without AVX-512")
 }
+
+func topAVX512(col *uint32, thr *float32, keep *uint32, base *int32, rows *float32, starts *uint32, ntot, t0, k, nrows uint32) {
+	panic("forest: topAVX512 without AVX-512")
+}
+
+func walkTopAVX512(nodes *pnode, rows *float32, starts *uint32, out *uint32, list *uint32, ntrees, endA, endB uint32) {
+	panic("forest: walkTopAVX512 without AVX-512")
+}

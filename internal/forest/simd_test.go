@@ -10,17 +10,20 @@ import (
 )
 
 // batchPaths runs fn once for every PredictBatch walk this machine has:
-// the two AVX-512 walks when the CPU has them (tree lanes, used by forests
-// of up to 8 features and 16 trees or more, and row lanes), and the
-// pure-Go lock-step walk (the one every other GOARCH uses). Tests using it
-// must not run in parallel: it switches the package's simdBatch and
-// simdTreeLanes.
+// the three AVX-512 walks when the CPU has them (tree lanes with the top of
+// each tree from registers, the default for forests of up to 8 features and
+// 16 trees or more; tree lanes from the roots; row lanes), and the pure-Go
+// lock-step walk (the one every other GOARCH uses). Tests using it must not
+// run in parallel: it switches the package's simdBatch, simdTreeLanes and
+// simdTop.
 func batchPaths(t *testing.T, fn func(t *testing.T)) {
 	t.Helper()
-	saved, savedLanes := simdBatch, simdTreeLanes
-	defer func() { simdBatch, simdTreeLanes = saved, savedLanes }()
+	saved, savedLanes, savedTop := simdBatch, simdTreeLanes, simdTop
+	defer func() { simdBatch, simdTreeLanes, simdTop = saved, savedLanes, savedTop }()
 	if haveAVX512 {
-		simdBatch, simdTreeLanes = true, true
+		simdBatch, simdTreeLanes, simdTop = true, true, true
+		t.Run("avx512-top", fn)
+		simdTop = false
 		t.Run("avx512-treelanes", fn)
 		simdTreeLanes = false
 		t.Run("avx512-rowlanes", fn)
@@ -179,14 +182,14 @@ func FuzzPredictBatch(f *testing.F) {
 			X[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 		}
 		n := len(X) / nf
-		saved, savedLanes := simdBatch, simdTreeLanes
-		defer func() { simdBatch, simdTreeLanes = saved, savedLanes }()
-		for walk := range 3 {
-			simd := walk < 2
+		saved, savedLanes, savedTop := simdBatch, simdTreeLanes, simdTop
+		defer func() { simdBatch, simdTreeLanes, simdTop = saved, savedLanes, savedTop }()
+		for walk := range 4 {
+			simd := walk < 3
 			if simd && !haveAVX512 {
 				continue
 			}
-			simdBatch, simdTreeLanes = simd, walk == 0
+			simdBatch, simdTreeLanes, simdTop = simd, walk <= 1, walk == 0
 			classes := make([]int32, n)
 			probs := make([]float32, n*nc)
 			fo.PredictBatch(X, classes, probs)

@@ -1,0 +1,208 @@
+package forest
+
+import "math"
+
+// The top of each tree from registers (amd64 with AVX-512, simd_top_amd64.s).
+//
+// The first topSplits splits of a tree in breadth-first order form a
+// connected subtree at its top, with at most topExits exits (its children
+// that are not among those splits: leaves or deeper splits), numbered left to
+// right. A row's exit is found without walking, QuickScorer-style (Lucchese
+// et al., SIGIR 2015): start with all exit bits set; every split of the
+// subtree where the row goes right (x > threshold) clears the bits of the
+// exits of its left subtree; the row's exit is the lowest bit left. (Every
+// split on the row's path to its exit keeps that exit, and each exit to its
+// left is cleared by the split where the two paths part.) topAVX512 does
+// this for 16 trees of a row at once, the lanes of a vector: per split slot,
+// one VPERMPS picks each lane's value from the row's 16 values (the same
+// column numbering as the tree-lane walk, NaN as -Inf and +Inf), one VCMPPS
+// (GT_OQ, exactly Go's >) compares and one masked VPANDD clears the bits.
+// The exit becomes a start node for walkTopAVX512: a copy of the exit's
+// node, stored in a block of topExits nodes per tree after the forest's
+// nodes in the tree-lane layout (lanes), so that start = block + exit needs
+// no table. A copy steps to the same children as the node (global
+// indices), so the walk continues as if it had come down from the root; a
+// copy of a leaf steps to the leaf itself.
+//
+// Votes: in a forest whose leaves are all pure (one class each, as in a
+// fully grown forest on distinct rows), Predict adds 1.0 per tree to the
+// class of the leaf, so its sums are vote counts, exact in float64 whatever
+// the order. With at most 8 classes and 255 trees, predictTop counts them in
+// a byte per class of one uint64 per row (no chain of float64 additions to
+// memory), then converts: the same float64 values, bit for bit.
+
+const (
+	topSplits = 31 // split slots per tree: 32 exits, one bit each in a dword lane
+	topExits  = topSplits + 1
+)
+
+// topTables holds, slot-major for 16 consecutive trees to load at once,
+// each tree's split slots (slot s of tree t at s*nt + t): the column
+// (2 x feature + NaN goes right, 0-15), the threshold (NaN for an unused
+// slot: x > NaN is false, so it never clears a bit) and the bits of the
+// exits it leaves when x > threshold. base[t] is the lanes index of tree t's
+// block of exit nodes.
+type topTables struct {
+	col  []uint32
+	thr  []float32
+	keep []uint32
+	base []int32
+}
+
+// topNodes returns the tree-lane nodes (treeLaneNodes) followed by each
+// tree's exit block, and the tables of the split slots.
+func (p *packedForest) topNodes(lanes []pnode) ([]pnode, *topTables) {
+	nt := len(p.start) - 1
+	n0 := len(lanes)
+	out := make([]pnode, n0+topExits*nt)
+	copy(out, lanes)
+	tb := &topTables{
+		col:  make([]uint32, topSplits*nt),
+		thr:  make([]float32, topSplits*nt),
+		keep: make([]uint32, topSplits*nt),
+		base: make([]int32, nt),
+	}
+	for i := range tb.thr {
+		tb.thr[i] = float32(math.NaN())
+		tb.keep[i] = ^uint32(0)
+	}
+	var sel [topSplits]int32
+	var exits [topExits]int32
+	for t := range nt {
+		b := p.start[t]
+		tn := p.nodes[b:p.start[t+1]]
+		isSplit := func(i int32) bool { return tn[i].thr == tn[i].thr } // leaves have a NaN threshold
+		// The first topSplits splits in breadth-first (= index) order: a
+		// split's parent comes before it, so they form a connected top.
+		ns := 0
+		for i := range int32(len(tn)) {
+			if ns == topSplits {
+				break
+			}
+			if isSplit(i) {
+				sel[ns] = i
+				ns++
+			}
+		}
+		inTop := func(i int32) bool {
+			for _, s := range sel[:ns] {
+				if s == i {
+					return true
+				}
+			}
+			return false
+		}
+		// Exits left to right; each selected split keeps every exit but
+		// those of its left subtree.
+		ne := 0
+		slot := 0
+		var visit func(i int32)
+		visit = func(i int32) {
+			if !inTop(i) {
+				exits[ne] = i
+				ne++
+				return
+			}
+			left := int32(tn[i].meta >> pColBits)
+			e0 := ne
+			visit(left)
+			keep := ^uint32(0)
+			for e := e0; e < ne; e++ {
+				keep &^= 1 << e
+			}
+			k := slot*nt + t
+			tb.col[k] = (tn[i].meta & pColField) / groupRows
+			tb.thr[k] = tn[i].thr
+			tb.keep[k] = keep
+			slot++
+			visit(left + 1)
+		}
+		visit(0)
+		base := n0 + topExits*t
+		tb.base[t] = int32(base)
+		for e := range topExits {
+			src := exits[0]
+			if e < ne {
+				src = exits[e]
+			}
+			out[base+e] = lanes[b+src]
+		}
+	}
+	return out, tb
+}
+
+// topScratch is predictTop's working memory, on the stack.
+type topScratch struct {
+	rows   [blockRows * 2 * laneMaxFeatures]float32
+	starts [blockRows * (2*laneChunk - 1)]uint32
+	out    [blockRows * (2*laneChunk - 1)]uint32
+	list   [2 * (blockRows*(2*laneChunk-1) + 16)]uint32
+	votes  [blockRows]uint64
+	acc    [blockRows * stackProbs]float64
+}
+
+// predictTop is predictTreeLanes with the top of each tree found by
+// topAVX512 and, for pure forests of up to 8 classes and 255 trees, the
+// votes counted in bytes.
+func (f *Forest) predictTop(p *packedForest, X []float32, classes []int32, probs []float32) {
+	nf, nc := f.nFeatures, f.nClasses
+	var s topScratch
+	nt := len(p.start) - 1
+	counts := p.class != nil && nc <= 8 && nt <= 255
+	hot := [8]uint64{1, 1 << 8, 1 << 16, 1 << 24, 1 << 32, 1 << 40, 1 << 48, 1 << 56}
+	tb := p.top
+	n := len(classes)
+	for r0 := 0; r0 < n; r0 += blockRows {
+		rows := min(blockRows, n-r0)
+		for r := range rows {
+			xs := s.rows[r*2*laneMaxFeatures:][:2*nf]
+			for j, v := range X[(r0+r)*nf : (r0+r+1)*nf] {
+				lo, hi := v, v
+				if v != v {
+					lo, hi = float32(math.Inf(-1)), float32(math.Inf(1))
+				}
+				xs[2*j], xs[2*j+1] = lo, hi
+			}
+		}
+		acc := s.acc[:blockRows*nc]
+		if counts {
+			clear(s.votes[:])
+		} else {
+			clear(acc)
+		}
+		for t0 := 0; t0 < nt; {
+			k := nt - t0
+			if k >= 2*laneChunk {
+				k = laneChunk
+			}
+			topAVX512(&tb.col[0], &tb.thr[0], &tb.keep[0], &tb.base[0], &s.rows[0], &s.starts[0], uint32(nt), uint32(t0), uint32(k), uint32(rows))
+			walkTopAVX512(&p.lanes[0], &s.rows[0], &s.starts[0], &s.out[0], &s.list[0], uint32(k), uint32((rows+1)/2), uint32(rows))
+			if counts {
+				cls := p.class
+				for r := range rows {
+					v := s.votes[r]
+					for _, g := range s.out[r*k : (r+1)*k] {
+						v += hot[cls[g]&7]
+					}
+					s.votes[r] = v
+				}
+			} else {
+				for t := range k {
+					for r := range rows {
+						f.addPackedLeaf(p.leaf[s.out[r*k+t]], acc[r*nc:(r+1)*nc])
+					}
+				}
+			}
+			t0 += k
+		}
+		if counts {
+			for r := range rows {
+				v := s.votes[r]
+				for c := range acc[r*nc : (r+1)*nc] {
+					acc[r*nc+c] = float64(uint8(v >> (8 * c)))
+				}
+			}
+		}
+		f.finishBlock(acc, r0, rows, classes, probs)
+	}
+}
