@@ -51,7 +51,7 @@ type packedForest struct {
 	leaf  []int32 // per packed leaf: class with probability 1 (>= 0) or -1-offset into Forest.values
 	lanes []pnode // the nodes for the tree-lane vector walk (simd.go) and the exit blocks (top.go), or nil
 	top   *topTables
-	class []uint8 // when every leaf has a single class below 256: the class per packed node (leaves only), else nil
+	class []uint8 // with lanes, when every leaf has a single class below 256: the class per packed node (leaves only), else nil
 }
 
 // pack builds the batch layout, or nil when the forest is too wide, a tree
@@ -107,20 +107,19 @@ func (f *Forest) pack() *packedForest {
 		}
 	}
 	p.start = append(p.start, int32(len(p.nodes)))
-	p.class = make([]uint8, len(p.nodes))
-	for i, n := range p.nodes {
-		if n.thr == n.thr {
-			continue
-		}
-		if l := p.leaf[i]; l >= 0 && l < 256 {
-			p.class[i] = uint8(l)
-		} else {
-			p.class = nil
-			break
-		}
-	}
 	if haveAVX512 && f.nFeatures <= laneMaxFeatures && len(f.roots) >= laneMinTrees && len(p.nodes)+topExits*len(f.roots) < laneMaxNodes {
 		p.lanes, p.top = p.topNodes(p.treeLaneNodes())
+		p.class = make([]uint8, len(p.nodes))
+		for i, n := range p.nodes {
+			if n.thr != n.thr {
+				if l := p.leaf[i]; l >= 0 && l < 256 {
+					p.class[i] = uint8(l)
+				} else {
+					p.class = nil
+					break
+				}
+			}
+		}
 	}
 	return p
 }
@@ -142,7 +141,8 @@ func (f *Forest) packed() *packedForest {
 // time, 32 (tree, row) pairs in the lanes of two vector walkers that take
 // the next pair as soon as a lane reaches a leaf (simd.go); forests of up
 // to 8 features and 16 trees or more put the trees of one row in the lanes
-// instead (no gather for the row's values). Elsewhere it
+// instead (no gather for the row's values), after finding the top 31
+// splits of each tree from registers (top.go). Elsewhere it
 // takes 64 rows at a time through one tree after the other, so a tree's
 // nodes stay in the L1 cache while the rows walk it, and steps 8 rows in
 // lock-step so that their independent memory loads overlap, with the block

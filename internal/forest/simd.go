@@ -36,6 +36,12 @@ import (
 // trees of the next row once no lane is left on the row before. Measured
 // on the benchmark forest (8 features) 15-20 % faster than the row-lane
 // walk above; wider forests use the row-lane walk.
+//
+// By default the tree-lane walk does not start at the roots: topAVX512
+// first finds each (row, tree) pair's exit from the top 31 splits of the
+// tree with compares on registers (no gather), and walkTopAVX512 goes on
+// from there (top.go): on the benchmark forest 3.5 instead of 8.6 steps
+// per pair.
 
 // simdBatch selects the vector walks for PredictBatch: true when the CPU
 // and OS support AVX-512 (amd64 only), unless the environment variable

@@ -129,6 +129,14 @@ func TestBatchShapes(t *testing.T) {
 
 	d := synthetic(600, 21, 5)
 	test := synthetic(150, 22, 4)
+	pure := map[int]*Forest{}
+	for _, trees := range []int{16, 17, 47, 63, 64, 65, 97, 100, 256} {
+		f := train(t, synthetic(200, 23, 5), Config{Trees: trees, Bootstrap: true, Seed: uint64(trees)})
+		if haveAVX512 && f.packed().class == nil {
+			t.Fatalf("the %d-tree forest has mixed leaves: the test needs pure ones", trees)
+		}
+		pure[trees] = f
+	}
 	batchPaths(t, func(t *testing.T) {
 		t.Run("single-leaf trees", func(t *testing.T) { checkBatch(t, mixed, threeX) })
 		t.Run("128 features", func(t *testing.T) { checkBatch(t, wide, wideX) })
@@ -136,6 +144,13 @@ func TestBatchShapes(t *testing.T) {
 		for _, trees := range []int{1, 2, 15, 16, 17, 32, 33} {
 			f := train(t, d, Config{Trees: trees, Bootstrap: true, MinSamplesLeaf: 2, Seed: uint64(trees)})
 			t.Run("trees", func(t *testing.T) { checkBatch(t, f, test.X) })
+		}
+		// Pure leaves (votes counted in bytes by the top walk) with tree
+		// counts around its 16-tree windows and 48-tree calls, and 256
+		// trees (one too many for a byte count).
+		for _, trees := range []int{16, 17, 47, 63, 64, 65, 97, 100, 256} {
+			f := pure[trees]
+			t.Run("pure trees", func(t *testing.T) { checkBatch(t, f, test.X) })
 		}
 	})
 }

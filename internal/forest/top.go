@@ -34,6 +34,12 @@ import "math"
 const (
 	topSplits = 31 // split slots per tree: 32 exits, one bit each in a dword lane
 	topExits  = topSplits + 1
+	// topChunk is the trees per topAVX512 + walkTopAVX512 call while 64 or
+	// more remain (the last call takes 16-63): a multiple of 16, so that
+	// the 16-tree windows of topAVX512 do not overlap, and larger than the
+	// tree-lane walk's 32, so that a walker changes rows less often (48 was
+	// about 4 % faster than 32 on the benchmark forest).
+	topChunk = 48
 )
 
 // topTables holds, slot-major for 16 consecutive trees to load at once,
@@ -173,7 +179,7 @@ func (f *Forest) predictTop(p *packedForest, X []float32, classes []int32, probs
 		for t0 := 0; t0 < nt; {
 			k := nt - t0
 			if k >= 2*laneChunk {
-				k = laneChunk
+				k = topChunk
 			}
 			topAVX512(&tb.col[0], &tb.thr[0], &tb.keep[0], &tb.base[0], &s.rows[0], &s.starts[0], uint32(nt), uint32(t0), uint32(k), uint32(rows))
 			walkTopAVX512(&p.lanes[0], &s.rows[0], &s.starts[0], &s.out[0], &s.list[0], uint32(k), uint32((rows+1)/2), uint32(rows))
