@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"loadwatch/internal/gctune"
 	"loadwatch/internal/server"
 	"loadwatch/internal/server/wiring"
 
@@ -30,7 +31,7 @@ type serveCmd struct {
 	Data         string          `name:"data" default:"loadwatch-data" type:"path" env:"LOADWATCH_DATA" help:"Data directory: registry, store, broker sessions, model, credentials."`
 	MQTTTLS      string          `name:"mqtt-tls" env:"LOADWATCH_MQTT_TLS" help:"Embedded broker TLS listen address (needs --tls-cert and --tls-key)."`
 	MQTTWS       string          `name:"mqtt-ws" env:"LOADWATCH_MQTT_WS" help:"Embedded broker MQTT-over-WebSocket listen address."`
-	MQTTQueue    int32           `name:"mqtt-client-queue" default:"1024" env:"LOADWATCH_MQTT_CLIENT_QUEUE" help:"Embedded broker: messages queued for writing per connected client. Each slot costs 8 bytes per client whether used or not (10,000 devices x 65,536 slots would be 5 GiB). A subscriber that sets MQTT v5 Receive Maximum is never affected (what exceeds it waits in its session); one that does not, stops reading and falls this far behind loses the rest (counted in loadwatch_mqtt_dropped_messages_total with cause queue)."`
+	MQTTQueue    int32           `name:"mqtt-client-queue" default:"1024" env:"LOADWATCH_MQTT_CLIENT_QUEUE" help:"Embedded broker: most messages queued for writing per connected client. The queue takes memory only for the messages waiting in it (loadwatch's patched mochi, docs/BROKER.md). A subscriber that sets MQTT v5 Receive Maximum is never affected (what exceeds it waits in its session); one that does not, stops reading and falls this far behind loses the rest (counted in loadwatch_mqtt_dropped_messages_total with cause queue)."`
 	TLSCert      string          `name:"tls-cert" type:"existingfile" env:"LOADWATCH_TLS_CERT" help:"PEM certificate: serves HTTPS and the MQTT TLS listener."`
 	TLSKey       string          `name:"tls-key" type:"existingfile" env:"LOADWATCH_TLS_KEY" help:"PEM private key of --tls-cert."`
 	Broker       string          `name:"broker" env:"LOADWATCH_BROKER" help:"External MQTT v5 broker (mqtt://host:1883 or mqtts://...) instead of the embedded one; replicas share its load."`
@@ -56,6 +57,7 @@ type serveCmd struct {
 type runtimeFlags struct {
 	GOGC        int    `name:"gogc" default:"0" env:"LOADWATCH_GOGC" help:"Go GC target percent (debug.SetGCPercent), e.g. 400 to collect less often at the cost of a bigger heap; -1 disables the proportional trigger (then set --memory-limit). 0 (default) keeps the GOGC environment variable or Go's 100."`
 	MemoryLimit string `name:"memory-limit" default:"off" env:"LOADWATCH_MEMORY_LIMIT" placeholder:"SIZE" help:"Soft limit of the Go runtime's memory (debug.SetMemoryLimit), e.g. 1536MiB, 2GiB or bytes; the GC runs more often near it, so set it well above what stays live (about 65 KB per connected device: 25 KB of heap and 40 KB of the broker's goroutine stacks, which the limit counts too; plus the store's head). 'off' (default) or 0: none (GOMEMLIMIT still applies)."`
+	GCTune      bool   `name:"gc-tune" default:"true" negatable:"" env:"LOADWATCH_GC_TUNE" help:"Keep the GC's headroom proportional to the live heap alone: after each collection lower the GC percent so that the goroutine stacks Go counts since 1.18 (two per MQTT connection) do not add to it, never below a 64 MiB headroom nor above --gogc (docs/SERVER.md, Sizing memory). --no-gc-tune leaves Go's pacer as it is."`
 	PProf       string `name:"pprof" env:"LOADWATCH_PPROF" placeholder:"ADDR" help:"Debug: serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off by default. Never expose it: it has no authentication."`
 }
 
@@ -71,6 +73,9 @@ func (f *runtimeFlags) applyRuntime(ctx context.Context, log io.Writer) error {
 	}
 	if limit > 0 {
 		debug.SetMemoryLimit(limit)
+	}
+	if f.GCTune {
+		go (&gctune.Governor{}).Run(ctx) //nolint:errcheck // returns nil
 	}
 	if f.PProf == "" {
 		return nil
