@@ -51,6 +51,7 @@ type packedForest struct {
 	leaf  []int32 // per packed leaf: class with probability 1 (>= 0) or -1-offset into Forest.values
 	lanes []pnode // the nodes for the tree-lane vector walk (simd.go) and the exit blocks (top.go), or nil
 	top   *topTables
+	rtop  *rowTop // with AVX-512: the row-lane top tables (top_rows.go), else nil
 	class []uint8 // with lanes, when every leaf has a single class below 256: the class per packed node (leaves only), else nil
 }
 
@@ -121,6 +122,9 @@ func (f *Forest) pack() *packedForest {
 			}
 		}
 	}
+	if haveAVX512 {
+		p.rtop = f.rowTopTables(p)
+	}
 	return p
 }
 
@@ -139,10 +143,12 @@ func (f *Forest) packed() *packedForest {
 //
 // On amd64 with AVX-512 it walks 64 rows at a time through 16 trees at a
 // time, 32 (tree, row) pairs in the lanes of two vector walkers that take
-// the next pair as soon as a lane reaches a leaf (simd.go); forests of up
-// to 8 features and 16 trees or more put the trees of one row in the lanes
-// instead (no gather for the row's values), after finding the top 31
-// splits of each tree from registers (top.go). Elsewhere it
+// the next pair as soon as a lane reaches a leaf (simd.go), after finding
+// where each pair leaves the top 31 splits of its tree with compares on 16
+// rows at a time (top_rows.go); forests of up to 8 features and 16 trees
+// or more put the trees of one row in the lanes instead (no gather for the
+// row's values), after finding the top 31 splits of each tree from
+// registers (top.go). Elsewhere it
 // takes 64 rows at a time through one tree after the other, so a tree's
 // nodes stay in the L1 cache while the rows walk it, and steps 8 rows in
 // lock-step so that their independent memory loads overlap, with the block
@@ -164,6 +170,10 @@ func (f *Forest) PredictBatch(X []float32, classes []int32, probs []float32) {
 					return
 				}
 				f.predictTreeLanes(p, X, classes, probs)
+				return
+			}
+			if simdTop {
+				f.predictRowTop(p, X, classes, probs)
 				return
 			}
 			f.predictSIMD(p, X, classes, probs)

@@ -35,7 +35,8 @@ import (
 // reaches a leaf takes the next tree of its walker's row, or the first
 // trees of the next row once no lane is left on the row before. Measured
 // on the benchmark forest (8 features) 15-20 % faster than the row-lane
-// walk above; wider forests use the row-lane walk.
+// walk above; wider forests use the row-lane walk, by default after the
+// top of each tree (top_rows.go).
 //
 // By default the tree-lane walk does not start at the roots: topAVX512
 // first finds each (row, tree) pair's exit from the top 31 splits of the
@@ -51,8 +52,11 @@ import (
 // walks in one binary; tests switch both to cover every walk.
 //
 // simdTop (default true) lets the tree-lane walk find the top of each tree
-// from registers first (top.go); LOADWATCH_FOREST_NOSIMD=notop selects the
-// tree-lane walk from the roots instead.
+// from registers first (top.go), and the row-lane walk from the transposed
+// block (top_rows.go); LOADWATCH_FOREST_NOSIMD=notop selects both walks
+// from the roots instead (the walks before the top phases), and
+// LOADWATCH_FOREST_NOSIMD=treelanes the row-lane walk with its top phase
+// for every forest.
 var (
 	simdBatch     = haveAVX512 && (os.Getenv("LOADWATCH_FOREST_NOSIMD") == "" || os.Getenv("LOADWATCH_FOREST_NOSIMD") == "treelanes" || os.Getenv("LOADWATCH_FOREST_NOSIMD") == "notop")
 	simdTreeLanes = os.Getenv("LOADWATCH_FOREST_NOSIMD") != "treelanes"

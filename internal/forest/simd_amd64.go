@@ -42,3 +42,29 @@ func topAVX512(col *uint32, thr *float32, keep *uint32, base *int32, rows *float
 //
 //go:noescape
 func walkTopAVX512(nodes *pnode, rows *float32, starts *uint32, out *uint32, list *uint32, ntrees, endA, endB uint32)
+
+// topRowsAVX512 finds, for trees t < ntrees of the call (slots, ns, exits
+// and base of the first of them) and rows r < rows of the transposed block
+// x, the tree-local node e where the row leaves the top of the tree
+// (top_rows.go): out[t<<shift + r] = base[t] + e, and when e is a split
+// the pair t<<shift + r is appended to list[0:] and e to
+// list[rowTopList:]; it returns their count. ngroups = max(1,
+// (1<<shift)/16). Up to 16 values past the last tree's in out and past the
+// ends of the list may be written.
+//
+//go:noescape
+func topRowsAVX512(slots *topSlot, ns *uint32, exits *uint32, base *int32, x *float32, out *uint32, list *uint32, ntrees, shift, ngroups, rows uint32) uint32
+
+// walkListAVX512 is walkAVX512 for the npairs pairs pairs[0:npairs] only,
+// pair pairs[k] starting at the tree-local node pairs[rowTopList+k]
+// instead of its tree's root (16 more values readable after each).
+//
+//go:noescape
+func walkListAVX512(nodes *pnode, x *float32, roots *[16]int32, pairs *uint32, out *uint32, list *uint32, npairs, shift, rowMask uint32)
+
+// votesAVX512 adds to acc[r*nc:(r+1)*nc], for rows r < rows and trees
+// t < ntrees in order, the distribution vals[voff[g]:][:nc] of the leaf
+// g = out[t<<shift + r].
+//
+//go:noescape
+func votesAVX512(out *uint32, voff *uint32, vals *float64, acc *float64, ntrees, shift, rows, nc uint32)

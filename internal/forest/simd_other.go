@@ -21,3 +21,15 @@ func topAVX512(col *uint32, thr *float32, keep *uint32, base *int32, rows *float
 func walkTopAVX512(nodes *pnode, rows *float32, starts *uint32, out *uint32, list *uint32, ntrees, endA, endB uint32) {
 	panic("forest: walkTopAVX512 without AVX-512")
 }
+
+func topRowsAVX512(slots *topSlot, ns *uint32, exits *uint32, base *int32, x *float32, out *uint32, list *uint32, ntrees, shift, ngroups, rows uint32) uint32 {
+	panic("forest: topRowsAVX512 without AVX-512")
+}
+
+func walkListAVX512(nodes *pnode, x *float32, roots *[16]int32, pairs *uint32, out *uint32, list *uint32, npairs, shift, rowMask uint32) {
+	panic("forest: walkListAVX512 without AVX-512")
+}
+
+func votesAVX512(out *uint32, voff *uint32, vals *float64, acc *float64, ntrees, shift, rows, nc uint32) {
+	panic("forest: votesAVX512 without AVX-512")
+}

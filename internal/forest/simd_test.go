@@ -25,7 +25,9 @@ func batchPaths(t *testing.T, fn func(t *testing.T)) {
 		t.Run("avx512-top", fn)
 		simdTop = false
 		t.Run("avx512-treelanes", fn)
-		simdTreeLanes = false
+		simdTreeLanes, simdTop = false, true
+		t.Run("avx512-rowtop", fn)
+		simdTop = false
 		t.Run("avx512-rowlanes", fn)
 	} else {
 		t.Log("no AVX-512 here: only the pure-Go walk is tested")
@@ -155,16 +157,24 @@ func TestBatchShapes(t *testing.T) {
 	})
 }
 
-// TestBatchAllocs checks that PredictBatch does not allocate, on every walk.
+// TestBatchAllocs checks that PredictBatch does not allocate, on every walk,
+// for an 8-feature forest and a 42-feature one with mixed leaves.
 func TestBatchAllocs(t *testing.T) {
 	d := synthetic(500, 1, 3)
 	f := train(t, d, Config{Trees: 20, Bootstrap: true, MinSamplesLeaf: 2})
 	classes := make([]int32, 130)
 	probs := make([]float32, 130*f.NumClasses())
 	f.PredictBatch(d.X[:130*8], classes, probs)
+	w := wideData(42, 16, 300, 5, true)
+	fw := train(t, w, Config{Trees: 20, Bootstrap: true, MinSamplesLeaf: 5})
+	wprobs := make([]float32, 130*fw.NumClasses())
+	fw.PredictBatch(w.X[:130*42], classes, wprobs)
 	batchPaths(t, func(t *testing.T) {
 		if a := testing.AllocsPerRun(20, func() { f.PredictBatch(d.X[:130*8], classes, probs) }); a != 0 {
 			t.Errorf("PredictBatch allocates %v times", a)
+		}
+		if a := testing.AllocsPerRun(20, func() { fw.PredictBatch(w.X[:130*42], classes, wprobs) }); a != 0 {
+			t.Errorf("PredictBatch allocates %v times on the 42-feature forest", a)
 		}
 	})
 }
@@ -177,9 +187,20 @@ var fuzzForest = sync.OnceValue(func() *Forest {
 	return f
 })
 
+// fuzzWide is a 42-feature forest (the width of the lw1 models) with mixed
+// leaves, trained on NaN-heavy rows: the row-lane walks with the top phase.
+var fuzzWide = sync.OnceValue(func() *Forest {
+	f, err := Train(t0(), wideData(42, 5, 500, 32, true), Config{Trees: 24, Bootstrap: true, MinSamplesLeaf: 3, Seed: 7})
+	if err != nil {
+		panic(err)
+	}
+	return f
+})
+
 // FuzzPredictBatch compares PredictBatch (every walk this machine has)
 // with Predict on fuzzed rows: any float32 bit pattern (NaN payloads,
-// +-Inf, -0, subnormals), any row count up to 150.
+// +-Inf, -0, subnormals), any row count up to 150, on an 8-feature forest
+// and a 42-feature one.
 func FuzzPredictBatch(f *testing.F) {
 	seed := make([]byte, 0, 9*32)
 	for _, v := range []float32{0, float32(math.Copysign(0, -1)), nan, float32(math.Inf(1)), float32(math.Inf(-1)),
@@ -188,33 +209,37 @@ func FuzzPredictBatch(f *testing.F) {
 	}
 	f.Add(seed)
 	f.Add(slices.Repeat(seed, 9))
+	f.Add(slices.Repeat(seed, 60)) // 22 rows of the 42-feature forest
 	f.Add([]byte{0xff, 0xff, 0xff, 0x7f, 1, 2, 3})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		fo := fuzzForest()
-		nf, nc := fo.NumFeatures(), fo.NumClasses()
-		X := make([]float32, min(len(b)/4, 150*nf)/nf*nf)
-		for i := range X {
-			X[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-		}
-		n := len(X) / nf
 		saved, savedLanes, savedTop := simdBatch, simdTreeLanes, simdTop
 		defer func() { simdBatch, simdTreeLanes, simdTop = saved, savedLanes, savedTop }()
-		for walk := range 4 {
-			simd := walk < 3
-			if simd && !haveAVX512 {
-				continue
+		for _, fo := range []*Forest{fuzzForest(), fuzzWide()} {
+			nf, nc := fo.NumFeatures(), fo.NumClasses()
+			X := make([]float32, min(len(b)/4, 150*nf)/nf*nf)
+			for i := range X {
+				X[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 			}
-			simdBatch, simdTreeLanes, simdTop = simd, walk <= 1, walk == 0
-			classes := make([]int32, n)
-			probs := make([]float32, n*nc)
-			fo.PredictBatch(X, classes, probs)
-			one := make([]float32, nc)
-			for r := range n {
-				x := X[r*nf : (r+1)*nf]
-				c, p := fo.Predict(x)
-				fo.PredictProba(x, one)
-				if classes[r] != int32(c) || !slices.Equal(one, probs[r*nc:(r+1)*nc]) || one[c] != p {
-					t.Fatalf("walk %d, row %d of %d %v: batch %d %v, Predict %d %v %v", walk, r, n, x, classes[r], probs[r*nc:(r+1)*nc], c, p, one)
+			n := len(X) / nf
+			// Walks 0-3: AVX-512 tree lanes with and without the top
+			// phase, row lanes with and without it; 4: pure Go.
+			for walk := range 5 {
+				simd := walk < 4
+				if simd && !haveAVX512 {
+					continue
+				}
+				simdBatch, simdTreeLanes, simdTop = simd, walk <= 1, walk%2 == 0
+				classes := make([]int32, n)
+				probs := make([]float32, n*nc)
+				fo.PredictBatch(X, classes, probs)
+				one := make([]float32, nc)
+				for r := range n {
+					x := X[r*nf : (r+1)*nf]
+					c, p := fo.Predict(x)
+					fo.PredictProba(x, one)
+					if classes[r] != int32(c) || !slices.Equal(one, probs[r*nc:(r+1)*nc]) || one[c] != p {
+						t.Fatalf("%d features, walk %d, row %d of %d %v: batch %d %v, Predict %d %v %v", nf, walk, r, n, x, classes[r], probs[r*nc:(r+1)*nc], c, p, one)
+					}
 				}
 			}
 		}

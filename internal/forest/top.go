@@ -72,58 +72,18 @@ func (p *packedForest) topNodes(lanes []pnode) ([]pnode, *topTables) {
 		tb.thr[i] = float32(math.NaN())
 		tb.keep[i] = ^uint32(0)
 	}
-	var sel [topSplits]int32
 	var exits [topExits]int32
 	for t := range nt {
 		b := p.start[t]
 		tn := p.nodes[b:p.start[t+1]]
-		isSplit := func(i int32) bool { return tn[i].thr == tn[i].thr } // leaves have a NaN threshold
-		// The first topSplits splits in breadth-first (= index) order: a
-		// split's parent comes before it, so they form a connected top.
-		ns := 0
-		for i := range int32(len(tn)) {
-			if ns == topSplits {
-				break
-			}
-			if isSplit(i) {
-				sel[ns] = i
-				ns++
-			}
-		}
-		inTop := func(i int32) bool {
-			for _, s := range sel[:ns] {
-				if s == i {
-					return true
-				}
-			}
-			return false
-		}
-		// Exits left to right; each selected split keeps every exit but
-		// those of its left subtree.
-		ne := 0
 		slot := 0
-		var visit func(i int32)
-		visit = func(i int32) {
-			if !inTop(i) {
-				exits[ne] = i
-				ne++
-				return
-			}
-			left := int32(tn[i].meta >> pColBits)
-			e0 := ne
-			visit(left)
-			keep := ^uint32(0)
-			for e := e0; e < ne; e++ {
-				keep &^= 1 << e
-			}
+		ne := treeTop(tn, &exits, func(i int32, keep uint32) {
 			k := slot*nt + t
 			tb.col[k] = (tn[i].meta & pColField) / groupRows
 			tb.thr[k] = tn[i].thr
 			tb.keep[k] = keep
 			slot++
-			visit(left + 1)
-		}
-		visit(0)
+		})
 		base := n0 + topExits*t
 		tb.base[t] = int32(base)
 		for e := range topExits {
@@ -135,6 +95,54 @@ func (p *packedForest) topNodes(lanes []pnode) ([]pnode, *topTables) {
 		}
 	}
 	return out, tb
+}
+
+// treeTop finds the top of the packed tree tn (tree-local indices): its
+// first topSplits splits in breadth-first (= index) order, which form a
+// connected top since a split's parent comes before it. It calls split for
+// each of them with the exits it keeps when x > threshold (all but those of
+// its left subtree), stores the exits left to right in exits and returns
+// their count (at most topExits).
+func treeTop(tn []pnode, exits *[topExits]int32, split func(i int32, keep uint32)) int {
+	var sel [topSplits]int32
+	ns := 0
+	for i := range int32(len(tn)) {
+		if ns == topSplits {
+			break
+		}
+		if tn[i].thr == tn[i].thr { // leaves have a NaN threshold
+			sel[ns] = i
+			ns++
+		}
+	}
+	inTop := func(i int32) bool {
+		for _, s := range sel[:ns] {
+			if s == i {
+				return true
+			}
+		}
+		return false
+	}
+	ne := 0
+	var visit func(i int32)
+	visit = func(i int32) {
+		if !inTop(i) {
+			exits[ne] = i
+			ne++
+			return
+		}
+		left := int32(tn[i].meta >> pColBits)
+		e0 := ne
+		visit(left)
+		keep := ^uint32(0)
+		for e := e0; e < ne; e++ {
+			keep &^= 1 << e
+		}
+		split(i, keep)
+		visit(left + 1)
+	}
+	visit(0)
+	return ne
 }
 
 // topScratch is predictTop's working memory, on the stack.

@@ -1,0 +1,470 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+DATA iotaR<>+0(SB)/8, $0x0000000100000000
+DATA iotaR<>+8(SB)/8, $0x0000000300000002
+DATA iotaR<>+16(SB)/8, $0x0000000500000004
+DATA iotaR<>+24(SB)/8, $0x0000000700000006
+DATA iotaR<>+32(SB)/8, $0x0000000900000008
+DATA iotaR<>+40(SB)/8, $0x0000000b0000000a
+DATA iotaR<>+48(SB)/8, $0x0000000d0000000c
+DATA iotaR<>+56(SB)/8, $0x0000000f0000000e
+GLOBL iotaR<>(SB), RODATA|NOPTR, $64
+
+// topRowsAVX512: for trees t < ntrees of the call and rows r < rows of
+// the transposed block x, finds the tree-local node e where the row leaves
+// the top of tree t (top_rows.go) and writes out[t<<shift + r] = base[t] +
+// e; when e is a split, it also appends the pair t<<shift + r to
+// list[0:] and e to list[1056:], and returns how many it appended. Only
+// the row groups g < ngroups (1, 2 or 4: 16 rows each) are computed
+// further than the bits; with fewer than 16 rows per tree the next tree's
+// stores overwrite the extra lanes of out, and up to 16 values past the
+// last tree's and the list's ends are written.
+// Registers: SI slots of the tree, R10 its slot count, R8 its exits (bit 31
+// set for a leaf), R14 its base, DI block, R9 out of the tree, R11 trees
+// left, R12 ngroups, R13 tree stride in out (bytes), DX list end, BX slot
+// pointer, CX slots left, AX column or count.
+// Z0-Z3 the exit bits of the four row groups, Z4 threshold, Z5 kept bits,
+// Z6 Z7 the tree's 32 exits, Z18 rows of the group, Z19 rows, Z20 0..15,
+// Z21 1<<shift, Z22 sixteen, Z23 pairs of the group, Z25 base, Z26
+// 0x7fffffff, Z27 1<<31, Z28 first pairs of the tree, Z29 127, Z30 zero,
+// Z31 all ones.
+
+// EXIT turns exit bits A into the exit's node (lowest set bit e, from the
+// float exponent; then exits[e]), stores base + node at OFF(R9), and
+// appends the group's valid rows that exit at a split to the list.
+#define EXIT(A, X, Y, OFF) \
+	VPSUBD A, Z30, X \
+	VPANDD A, X, X \
+	VCVTUDQ2PS X, X \
+	VPSRLD $23, X, X \
+	VPSUBD Z29, X, X \
+	VPERMI2D Z7, Z6, X \
+	VPCMPUD $1, Z19, Z18, K7 \
+	VPTESTNMD Z27, X, K7, K6 \
+	VPANDD Z26, X, X \
+	VPADDD Z25, X, Y \
+	VMOVDQU32 Y, OFF(R9) \
+	VPCOMPRESSD Z23, K6, Y \
+	VMOVDQU32 Y, (DX) \
+	VPCOMPRESSD X, K6, Y \
+	VMOVDQU32 Y, 4224(DX) \
+	KMOVW K6, AX \
+	POPCNTL AX, AX \
+	LEAQ (DX)(AX*4), DX \
+	VPADDD Z22, Z23, Z23 \
+	VPADDD Z22, Z18, Z18
+
+// func topRowsAVX512(slots *topSlot, ns *uint32, exits *uint32, base *int32, x *float32, out *uint32, list *uint32, ntrees, shift, ngroups, rows uint32) uint32
+TEXT ·topRowsAVX512(SB), NOSPLIT, $0-76
+	MOVQ slots+0(FP), SI
+	MOVQ ns+8(FP), R10
+	MOVQ exits+16(FP), R8
+	MOVQ base+24(FP), R14
+	MOVQ x+32(FP), DI
+	MOVQ out+40(FP), R9
+	MOVQ list+48(FP), DX
+	MOVL ntrees+56(FP), R11
+	MOVL shift+60(FP), CX
+	MOVL $1, AX
+	SHLL CX, AX
+	VPBROADCASTD AX, Z21
+	MOVL $4, R13
+	SHLL CX, R13
+	MOVL ngroups+64(FP), R12
+	MOVL rows+68(FP), AX
+	VPBROADCASTD AX, Z19
+
+	VPTERNLOGD $0xff, Z31, Z31, Z31
+	VPXORD Z30, Z30, Z30
+	MOVL $127, AX
+	VPBROADCASTD AX, Z29
+	VPSRLD $1, Z31, Z26
+	VPANDND Z31, Z26, Z27
+	MOVL $16, AX
+	VPBROADCASTD AX, Z22
+	VMOVDQU32 iotaR<>(SB), Z20
+	VMOVDQA32 Z20, Z28
+
+tree:
+	VMOVDQA32 Z31, Z0
+	VMOVDQA32 Z31, Z1
+	VMOVDQA32 Z31, Z2
+	VMOVDQA32 Z31, Z3
+	MOVL (R10), CX
+	MOVQ SI, BX
+	TESTL CX, CX
+	JZ   exits
+slot:
+	// x > thr, i.e. thr < x (LT_OQ: false for NaN), clears the bits
+	// of the slot's left subtree
+	MOVL 0(BX), AX
+	VBROADCASTSS 4(BX), Z4
+	VPBROADCASTD 8(BX), Z5
+	VCMPPS $0x11, 0(DI)(AX*1), Z4, K1
+	VCMPPS $0x11, 64(DI)(AX*1), Z4, K2
+	VCMPPS $0x11, 128(DI)(AX*1), Z4, K3
+	VCMPPS $0x11, 192(DI)(AX*1), Z4, K4
+	VPANDD Z5, Z0, K1, Z0
+	VPANDD Z5, Z1, K2, Z1
+	VPANDD Z5, Z2, K3, Z2
+	VPANDD Z5, Z3, K4, Z3
+	ADDQ $12, BX
+	DECL CX
+	JNZ  slot
+exits:
+	VMOVDQU32 0(R8), Z6
+	VMOVDQU32 64(R8), Z7
+	VPBROADCASTD (R14), Z25
+	VMOVDQA32 Z28, Z23
+	VMOVDQA32 Z20, Z18
+	EXIT(Z0, Z8, Z12, 0)
+	CMPL R12, $1
+	JEQ  next
+	EXIT(Z1, Z9, Z12, 64)
+	CMPL R12, $2
+	JEQ  next
+	EXIT(Z2, Z10, Z12, 128)
+	EXIT(Z3, Z11, Z12, 192)
+next:
+	VPADDD Z21, Z28, Z28
+	ADDQ $372, SI
+	ADDQ $4, R10
+	ADDQ $128, R8
+	ADDQ $4, R14
+	ADDQ R13, R9
+	DECL R11
+	JNZ  tree
+	VZEROUPPER
+	SUBQ list+48(FP), DX
+	SHRQ $2, DX
+	MOVL DX, ret+72(FP)
+	RET
+
+// votesAVX512 adds, for rows r < rows of the block and trees t < ntrees of
+// the call in order, the distribution of leaf out[t<<shift + r] (vals from
+// voff[leaf], nc values) to acc[r*nc:(r+1)*nc]: eight classes a VADDPD
+// (the last word masked), four rows at a time (four independent chains of
+// additions); 9 to 16 classes take both words in one pass over the leaves. Registers: SI out, DI voff, R8 vals + 64 x word, R9 acc + 64 x
+// word, R10 out pointer, R11 classes left, R12 acc row stride, R13 out tree
+// stride (bytes), R14 acc row pointer, DX row, BX trees left, K1 the word's
+// classes, Z0-Z3 the rows' sums.
+#define ADDLEAF(OFF, Z) \
+	MOVL OFF(R10), CX \
+	MOVL (DI)(CX*4), CX \
+	VADDPD (R8)(CX*8), Z, K1, Z
+
+// ADDLEAF2 adds both words of a leaf (9 to 16 classes: K2 the second's).
+#define ADDLEAF2(OFF, ZA, ZB) \
+	MOVL OFF(R10), CX \
+	MOVL (DI)(CX*4), CX \
+	VADDPD (R8)(CX*8), ZA, ZA \
+	VADDPD 64(R8)(CX*8), ZB, K2, ZB
+
+// func votesAVX512(out *uint32, voff *uint32, vals *float64, acc *float64, ntrees, shift, rows, nc uint32)
+TEXT ·votesAVX512(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), SI
+	MOVQ voff+8(FP), DI
+	MOVQ vals+16(FP), R8
+	MOVQ acc+24(FP), R9
+	MOVL shift+36(FP), CX
+	MOVL $4, R13
+	SHLL CX, R13
+	MOVL nc+44(FP), R12
+	SHLQ $3, R12
+	MOVL nc+44(FP), R11
+	CMPL R11, $8
+	JLS  word
+	CMPL R11, $16
+	JLS  two
+
+word:
+	MOVL R11, CX
+	CMPL CX, $8
+	JLT  partial
+	MOVL $8, CX
+partial:
+	MOVL $1, AX
+	SHLL CX, AX
+	DECL AX
+	KMOVW AX, K1
+	XORL DX, DX
+	MOVQ R9, R14
+
+rows4:
+	MOVL DX, AX
+	ADDL $4, AX
+	CMPL AX, rows+40(FP)
+	JHI  rows1
+	LEAQ (R14)(R12*2), AX
+	VPXORQ Z0, Z0, Z0
+	VPXORQ Z1, Z1, Z1
+	VPXORQ Z2, Z2, Z2
+	VPXORQ Z3, Z3, Z3
+	VMOVUPD (R14), K1, Z0
+	VMOVUPD (R14)(R12*1), K1, Z1
+	VMOVUPD (AX), K1, Z2
+	VMOVUPD (AX)(R12*1), K1, Z3
+	LEAQ (SI)(DX*4), R10
+	MOVL ntrees+32(FP), BX
+t4:
+	ADDLEAF(0, Z0)
+	ADDLEAF(4, Z1)
+	ADDLEAF(8, Z2)
+	ADDLEAF(12, Z3)
+	ADDQ R13, R10
+	DECL BX
+	JNZ  t4
+	LEAQ (R14)(R12*2), AX
+	VMOVUPD Z0, K1, (R14)
+	VMOVUPD Z1, K1, (R14)(R12*1)
+	VMOVUPD Z2, K1, (AX)
+	VMOVUPD Z3, K1, (AX)(R12*1)
+	LEAQ (R14)(R12*4), R14
+	ADDL $4, DX
+	JMP  rows4
+
+rows1:
+	CMPL DX, rows+40(FP)
+	JAE  wordnext
+	VPXORQ Z0, Z0, Z0
+	VMOVUPD (R14), K1, Z0
+	LEAQ (SI)(DX*4), R10
+	MOVL ntrees+32(FP), BX
+t1:
+	ADDLEAF(0, Z0)
+	ADDQ R13, R10
+	DECL BX
+	JNZ  t1
+	VMOVUPD Z0, K1, (R14)
+	ADDQ R12, R14
+	INCL DX
+	JMP  rows1
+
+wordnext:
+	ADDQ $64, R8
+	ADDQ $64, R9
+	SUBL $8, R11
+	JG   word
+	VZEROUPPER
+	RET
+
+	// 9 to 16 classes: both words of four rows at once (Z0-Z3 the first
+	// words, Z4-Z7 the second, K2 its classes).
+two:
+	LEAL -8(R11), CX
+	MOVL $1, AX
+	SHLL CX, AX
+	DECL AX
+	KMOVW AX, K2
+	XORL DX, DX
+	MOVQ R9, R14
+two4:
+	MOVL DX, AX
+	ADDL $4, AX
+	CMPL AX, rows+40(FP)
+	JHI  two1
+	LEAQ (R14)(R12*2), AX
+	VPXORQ Z4, Z4, Z4
+	VPXORQ Z5, Z5, Z5
+	VPXORQ Z6, Z6, Z6
+	VPXORQ Z7, Z7, Z7
+	VMOVUPD (R14), Z0
+	VMOVUPD (R14)(R12*1), Z1
+	VMOVUPD (AX), Z2
+	VMOVUPD (AX)(R12*1), Z3
+	VMOVUPD 64(R14), K2, Z4
+	VMOVUPD 64(R14)(R12*1), K2, Z5
+	VMOVUPD 64(AX), K2, Z6
+	VMOVUPD 64(AX)(R12*1), K2, Z7
+	LEAQ (SI)(DX*4), R10
+	MOVL ntrees+32(FP), BX
+tt4:
+	ADDLEAF2(0, Z0, Z4)
+	ADDLEAF2(4, Z1, Z5)
+	ADDLEAF2(8, Z2, Z6)
+	ADDLEAF2(12, Z3, Z7)
+	ADDQ R13, R10
+	DECL BX
+	JNZ  tt4
+	LEAQ (R14)(R12*2), AX
+	VMOVUPD Z0, (R14)
+	VMOVUPD Z1, (R14)(R12*1)
+	VMOVUPD Z2, (AX)
+	VMOVUPD Z3, (AX)(R12*1)
+	VMOVUPD Z4, K2, 64(R14)
+	VMOVUPD Z5, K2, 64(R14)(R12*1)
+	VMOVUPD Z6, K2, 64(AX)
+	VMOVUPD Z7, K2, 64(AX)(R12*1)
+	LEAQ (R14)(R12*4), R14
+	ADDL $4, DX
+	JMP  two4
+two1:
+	CMPL DX, rows+40(FP)
+	JAE  twodone
+	VPXORQ Z4, Z4, Z4
+	VMOVUPD (R14), Z0
+	VMOVUPD 64(R14), K2, Z4
+	LEAQ (SI)(DX*4), R10
+	MOVL ntrees+32(FP), BX
+tt1:
+	ADDLEAF2(0, Z0, Z4)
+	ADDQ R13, R10
+	DECL BX
+	JNZ  tt1
+	VMOVUPD Z0, (R14)
+	VMOVUPD Z4, K2, 64(R14)
+	ADDQ R12, R14
+	INCL DX
+	JMP  two1
+twodone:
+	VZEROUPPER
+	RET
+
+// walkListAVX512 is walkAVX512 (simd_amd64.s) with one change: it walks
+// the npairs pairs list[0:npairs], pair k starting at the tree-local node
+// list[1056+k] (the split where it left the top of its tree, found by
+// topRowsAVX512) instead of the pairs 0..npairs-1 from their roots.
+// Registers:
+//   SI nodes, DI transposed block, R8 roots, R9 out, R11 list, BX next
+//   list entry,
+//   R13 leaves of finished pairs, R14 their pairs, DX their count
+//   Z4 column field mask, Z5 ones, Z6 0..15, Z16 npairs, Z17 row mask,
+//   X8 shift, Z24 even dword indices, Z25 odd dword indices
+//   walker A: L (tree-local node) Z0, B (tree base) Z1, P (pair) Z3, K1 active lanes
+//   walker B: Z26, Z27, Z29, K5
+// A step is split in phases so that both walkers' gathers are in flight
+// together.
+
+// NODE gathers the 8-byte nodes (threshold, meta) of the active lanes.
+#define NODE(L, B, IDX, IDXY, HIY, Q1, Q2, K, KA, KB) \
+	VPADDD L, B, IDX \
+	VEXTRACTI64X4 $1, IDX, HIY \
+	KMOVW K, KA \
+	KSHIFTRW $8, K, KB \
+	VPGATHERDQ (SI)(IDXY*8), KA, Q1 \
+	VPGATHERDQ (SI)(HIY*8), KB, Q2
+
+// SPLIT separates thresholds and metas and forms each lane's offset in the
+// block: column x 64 + row.
+#define SPLIT(Q1, Q2, THR, META, P, XI, TMP) \
+	VMOVDQA32 Z24, THR \
+	VPERMI2D Q2, Q1, THR \
+	VMOVDQA32 Z25, META \
+	VPERMI2D Q2, Q1, META \
+	VPANDD Z4, META, XI \
+	VPSLLD $3, XI, XI \
+	VPANDD Z17, P, TMP \
+	VPADDD TMP, XI, XI
+
+#define XGATHER(XI, XV, K, KA) \
+	KMOVW K, KA \
+	VPGATHERDD (DI)(XI*4), KA, XV
+
+// ADVANCE moves to the left child, or the right one when x > threshold
+// (false for NaN: a leaf stays put); F gets the child's leaf bit in bit 0.
+#define ADVANCE(L, K, THR, META, XV, KT, F) \
+	VPSRLD $11, META, L \
+	VCMPPS $0x1e, THR, XV, K, KT \
+	VPADDD Z5, L, KT, L \
+	VMOVDQA32 META, F \
+	VPSRLD $1, META, KT, F
+
+// FINISH records the lanes at a leaf (leaf, pair) and refills them.
+#define FINISH(L, B, P, K, F) \
+	VPTESTMD Z5, F, K, K4 \
+	VPADDD L, B, Z14 \
+	KMOVW K4, AX \
+	POPCNTL AX, CX \
+	VPCOMPRESSD Z14, K4, Z14 \
+	VPCOMPRESSD P, K4, Z15 \
+	VMOVDQU32 Z14, (R13)(DX*4) \
+	VMOVDQU32 Z15, (R14)(DX*4) \
+	ADDQ CX, DX \
+	REFILL(L, B, P, K)
+
+// REFILL gives the lanes in K4 (CX of them) the next pairs of the list
+// and their start nodes (one VPEXPANDD each); lanes past the end of the
+// list leave K.
+#define REFILL(L, B, P, K) \
+	VPBROADCASTD BX, Z15 \
+	VPADDD Z6, Z15, Z15 \
+	VPEXPANDD Z15, K4, Z15 \
+	VPEXPANDD (R11)(BX*4), K4, P \
+	VPEXPANDD 4224(R11)(BX*4), K4, L \
+	ADDL CX, BX \
+	VPCMPUD $1, Z16, Z15, K4, K3 \
+	KANDNW K, K4, K \
+	KORW K3, K, K \
+	VPSRLD X8, P, Z15 \
+	VPERMD (R8), Z15, B
+
+#define START(L, B, P, K) \
+	VPXORD L, L, L \
+	KMOVW AX, K4 \
+	KMOVW AX, K \
+	MOVL $16, CX \
+	REFILL(L, B, P, K)
+
+#define STEP \
+	NODE(Z0, Z1, Z19, Y19, Y20, Z21, Z22, K1, K2, K3) \
+	NODE(Z26, Z27, Z2, Y2, Y7, Z23, Z28, K5, K6, K7) \
+	SPLIT(Z21, Z22, Z9, Z10, Z3, Z11, Z20) \
+	SPLIT(Z23, Z28, Z30, Z31, Z29, Z2, Z7) \
+	XGATHER(Z11, Z12, K1, K2) \
+	XGATHER(Z2, Z19, K5, K6) \
+	ADVANCE(Z0, K1, Z9, Z10, Z12, K3, Z13) \
+	ADVANCE(Z26, K5, Z30, Z31, Z19, K7, Z18)
+
+// func walkListAVX512(nodes *pnode, x *float32, roots *[16]int32, pairs *uint32, out *uint32, list *uint32, npairs, shift, rowMask uint32)
+TEXT ·walkListAVX512(SB), NOSPLIT, $0-60
+	MOVQ nodes+0(FP), SI
+	MOVQ x+8(FP), DI
+	MOVQ roots+16(FP), R8
+	MOVQ out+32(FP), R9
+	MOVQ list+40(FP), R13
+	MOVL npairs+48(FP), R10
+	MOVL shift+52(FP), R11
+	MOVL rowMask+56(FP), R12
+	LEAQ 64(R13)(R10*4), R14
+	XORQ DX, DX
+
+	MOVL $0x7f8, AX
+	VPBROADCASTD AX, Z4
+	MOVL $1, AX
+	VPBROADCASTD AX, Z5
+	VMOVDQU32 iotaR<>(SB), Z6
+	VPADDD Z6, Z6, Z24
+	VPADDD Z5, Z24, Z25
+	VPBROADCASTD R10, Z16
+	VPBROADCASTD R12, Z17
+	MOVQ R11, X8
+	MOVQ pairs+24(FP), R11
+
+	XORL BX, BX
+	MOVL $0xffff, AX
+	START(Z0, Z1, Z3, K1)
+	START(Z26, Z27, Z29, K5)
+
+loop:
+	STEP
+	FINISH(Z0, Z1, Z3, K1, Z13)
+	FINISH(Z26, Z27, Z29, K5, Z18)
+	KORTESTW K1, K5
+	JNZ  loop
+	VZEROUPPER
+
+	// out[pair] = leaf, in the order the pairs finished
+	XORQ CX, CX
+	TESTQ DX, DX
+	JZ   done
+dist:
+	MOVL (R14)(CX*4), AX
+	MOVL (R13)(CX*4), R8
+	MOVL R8, (R9)(AX*4)
+	INCQ CX
+	CMPQ CX, DX
+	JB   dist
+done:
+	RET
