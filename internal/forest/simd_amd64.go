@@ -62,6 +62,13 @@ func topRowsAVX512(slots *topSlot, ns *uint32, exits *uint32, base *int32, x *fl
 //go:noescape
 func walkListAVX512(nodes *pnode, x *float32, roots *[16]int32, pairs *uint32, out *uint32, list *uint32, npairs, shift, rowMask uint32)
 
+// transposeAVX512 is transposeBlock for the rows x[0:rows*nf] (rows <= 64,
+// nf <= pMaxFeatures) into xb, with zeros in the rows of a 16-row tile past
+// rows and in the columns of features past nf up to a multiple of 16.
+//
+//go:noescape
+func transposeAVX512(xb *float32, x *float32, nf, rows uint32)
+
 // votesAVX512 adds to acc[r*nc:(r+1)*nc], for rows r < rows and trees
 // t < ntrees in order, the distribution vals[voff[g]:][:nc] of the leaf
 // g = out[t<<shift + r].

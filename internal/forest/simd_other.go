@@ -33,3 +33,7 @@ func walkListAVX512(nodes *pnode, x *float32, roots *[16]int32, pairs *uint32, o
 func votesAVX512(out *uint32, voff *uint32, vals *float64, acc *float64, ntrees, shift, rows, nc uint32) {
 	panic("forest: votesAVX512 without AVX-512")
 }
+
+func transposeAVX512(xb *float32, x *float32, nf, rows uint32) {
+	panic("forest: transposeAVX512 without AVX-512")
+}

@@ -141,7 +141,7 @@ func (f *Forest) predictRowTop(p *packedForest, X []float32, classes []int32, pr
 	for r0 := 0; r0 < n; r0 += blockRows {
 		rows := min(blockRows, n-r0)
 		shift := uint(bits.Len(uint(rows - 1)))
-		transposeBlock(&s.x, X, nf, r0, rows)
+		transposeAVX512(&s.x[0], &X[r0*nf], uint32(nf), uint32(rows))
 		acc := s.acc[:blockRows*nc]
 		clear(acc)
 		for t0 := 0; t0 < nt; t0 += simdTrees {
