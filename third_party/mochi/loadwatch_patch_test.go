@@ -220,3 +220,30 @@ func TestHandleWorkersEnd(t *testing.T) {
 		t.Fatalf("%d idle workers with one client busy, want at most 1", n)
 	}
 }
+
+// The cost of handing a packet to a pooled goroutine and waiting for it,
+// against calling the handler directly (upstream).
+func BenchmarkHandle(b *testing.B) {
+	fn := func(*Client, packets.Packet) error { return nil }
+	cl := &Client{}
+	pk := packets.Packet{TopicName: "loadwatch/dev/telemetry"}
+	b.Run("pooled", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			_ = cl.handle(fn, pk)
+		}
+	})
+	b.Run("direct", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			_ = fn(cl, pk)
+		}
+	})
+}
+
+func BenchmarkOutQueue(b *testing.B) {
+	q := newOutQueue(1024)
+	pk := &packets.Packet{}
+	for i := 0; i < b.N; i++ {
+		q.push(pk)
+		q.pop()
+	}
+}
