@@ -60,7 +60,7 @@ func topRowsAVX512(slots *topSlot, ns *uint32, exits *uint32, base *int32, x *fl
 // instead of its tree's root (16 more values readable after each).
 //
 //go:noescape
-func walkListAVX512(nodes *pnode, x *float32, roots *[16]int32, pairs *uint32, out *uint32, list *uint32, npairs, shift, rowMask uint32)
+func walkListAVX512(nodes *pnode, x *float32, roots *[16]int32, out *uint32, list *uint32, npairs, shift, rowMask uint32, pairs *uint32)
 
 // transposeAVX512 is transposeBlock for the rows x[0:rows*nf] (rows <= 64,
 // nf <= pMaxFeatures) into xb, with zeros in the rows of a 16-row tile past

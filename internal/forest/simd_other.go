@@ -26,7 +26,7 @@ func topRowsAVX512(slots *topSlot, ns *uint32, exits *uint32, base *int32, x *fl
 	panic("forest: topRowsAVX512 without AVX-512")
 }
 
-func walkListAVX512(nodes *pnode, x *float32, roots *[16]int32, pairs *uint32, out *uint32, list *uint32, npairs, shift, rowMask uint32) {
+func walkListAVX512(nodes *pnode, x *float32, roots *[16]int32, out *uint32, list *uint32, npairs, shift, rowMask uint32, pairs *uint32) {
 	panic("forest: walkListAVX512 without AVX-512")
 }
 

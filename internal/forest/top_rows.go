@@ -150,7 +150,7 @@ func (f *Forest) predictRowTop(p *packedForest, X []float32, classes []int32, pr
 			np := topRowsAVX512(&rt.slots[t0*topSplits], &rt.ns[t0], &rt.exits[t0*topExits], &p.start[t0], &s.x[0], &s.out[0], &s.pairs[0],
 				uint32(k), uint32(shift), uint32(max(1, (1<<shift)/16)), uint32(rows))
 			if np > 0 {
-				walkListAVX512(&p.nodes[0], &s.x[0], &s.roots, &s.pairs[0], &s.out[0], &s.list[0], np, uint32(shift), 1<<shift-1)
+				walkListAVX512(&p.nodes[0], &s.x[0], &s.roots, &s.out[0], &s.list[0], np, uint32(shift), 1<<shift-1, &s.pairs[0])
 			}
 			votesAVX512(&s.out[0], &rt.voff[0], &rt.vals[0], &acc[0], uint32(k), uint32(shift), uint32(rows), uint32(nc))
 		}
