@@ -34,15 +34,13 @@ TEXT ·walkTopAVX512(SB), NOSPLIT, $0-52
 	VCMPPS $0x1e, Z17, X, K \
 	VPANDD Z18, A, K, A
 
-// EXIT turns exit bits A into base + lowest set bit and stores it at (R13).
-#define EXIT(A, X, OFF) \
-	VPSUBD A, Z28, X \
-	VPANDD A, X, X \
-	VCVTUDQ2PS X, X \
-	VPSRLD $23, X, X \
-	VPSUBD Z29, X, X \
+// EXIT turns exit bits A into base + lowest set bit, stores it at (R13)
+// and moves R13 to the next row (AX bytes on).
+#define EXIT(A, X) \
+	LOWBIT(A, X, Z28, Z29) \
 	VPADDD Z30, X, X \
-	VMOVDQU32 X, OFF(R13)
+	VMOVDQU32 X, (R13) \
+	ADDQ AX, R13
 
 // func topAVX512(col *uint32, thr *float32, keep *uint32, base *int32, rows *float32, starts *uint32, ntot, t0, k, nrows uint32)
 TEXT ·topAVX512(SB), NOSPLIT, $0-64
@@ -115,21 +113,14 @@ slot:
 
 	MOVL k+56(FP), AX
 	SHLQ $2, AX
-	EXIT(Z8, Z19, 0)
-	ADDQ AX, R13
-	EXIT(Z9, Z20, 0)
-	ADDQ AX, R13
-	EXIT(Z10, Z21, 0)
-	ADDQ AX, R13
-	EXIT(Z11, Z22, 0)
-	ADDQ AX, R13
-	EXIT(Z12, Z23, 0)
-	ADDQ AX, R13
-	EXIT(Z13, Z24, 0)
-	ADDQ AX, R13
-	EXIT(Z14, Z25, 0)
-	ADDQ AX, R13
-	EXIT(Z15, Z26, 0)
+	EXIT(Z8, Z19)
+	EXIT(Z9, Z20)
+	EXIT(Z10, Z21)
+	EXIT(Z11, Z22)
+	EXIT(Z12, Z23)
+	EXIT(Z13, Z24)
+	EXIT(Z14, Z25)
+	EXIT(Z15, Z26)
 
 	ADDL $8, DX
 	CMPL DX, nrows+60(FP)

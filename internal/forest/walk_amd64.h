@@ -1,4 +1,4 @@
-// The building blocks of the two vector walks, shared by the walk from the
+// The building blocks of the two vector walks (and LOWBIT of the tops), shared by the walk from the
 // roots and the walk from the tops (simd.go, top.go, top_rows.go): each
 // .s file that walks defines its refill hook and includes this header
 // after textflag.h. The macros load their arguments by name, so a kernel
@@ -32,6 +32,66 @@ dist: \
 	JB   dist \
 done:
 
+// WALK_GATHER gathers the 8-byte nodes (threshold, meta) IDX of the active
+// lanes K (KA, KB scratch).
+#define WALK_GATHER(IDX, IDXY, HIY, Q1, Q2, K, KA, KB) \
+	VEXTRACTI64X4 $1, IDX, HIY \
+	KMOVW K, KA \
+	KSHIFTRW $8, K, KB \
+	VPGATHERDQ (SI)(IDXY*8), KA, Q1 \
+	VPGATHERDQ (SI)(HIY*8), KB, Q2
+
+// WALK_UNZIP separates the gathered thresholds and metas (Z24, Z25: even
+// and odd dword indices); XI gets the meta's column bits (Z4).
+#define WALK_UNZIP(Q1, Q2, THR, META, XI) \
+	VMOVDQA32 Z24, THR \
+	VPERMI2D Q2, Q1, THR \
+	VMOVDQA32 Z25, META \
+	VPERMI2D Q2, Q1, META \
+	VPANDD Z4, META, XI
+
+// WALK_ADVANCE moves to the left child (meta >> SHIFT), or the right one
+// when x > threshold (false for NaN: a leaf stays put); F gets the meta
+// shifted right once for the lanes that went right, so that the child's
+// leaf bit is where the left child's was.
+#define WALK_ADVANCE(SHIFT, L, K, THR, META, XV, KT, F) \
+	VPSRLD $SHIFT, META, L \
+	VCMPPS $0x1e, THR, XV, K, KT \
+	VPADDD Z5, L, KT, L \
+	VMOVDQA32 META, F \
+	VPSRLD $1, META, KT, F
+
+// WALK_RECORD appends the leaves LEAF and pairs P of the lanes KF (CX of
+// them) to the lists at R13 and R14 (ZL, ZP scratch).
+#define WALK_RECORD(LEAF, P, KF, ZL, ZP) \
+	KMOVW KF, AX \
+	POPCNTL AX, CX \
+	VPCOMPRESSD LEAF, KF, ZL \
+	VPCOMPRESSD P, KF, ZP \
+	VMOVDQU32 ZL, (R13)(DX*4) \
+	VMOVDQU32 ZP, (R14)(DX*4) \
+	ADDQ CX, DX
+
+// WALK_CONSTS sets Z4 (the meta's column bits), Z5 (ones), Z6 (0..15)
+// and Z24, Z25 (even and odd dword indices).
+#define WALK_CONSTS(COLMASK) \
+	MOVL COLMASK, AX \
+	VPBROADCASTD AX, Z4 \
+	MOVL $1, AX \
+	VPBROADCASTD AX, Z5 \
+	VMOVDQU32 iota<>(SB), Z6 \
+	VPADDD Z6, Z6, Z24 \
+	VPADDD Z5, Z24, Z25
+
+// LOWBIT turns the nonzero dwords of A into the index of their lowest set
+// bit, in X, from the exponent of the bit as a float (C127 holds 127).
+#define LOWBIT(A, X, ZERO, C127) \
+	VPSUBD A, ZERO, X \
+	VPANDD A, X, X \
+	VCVTUDQ2PS X, X \
+	VPSRLD $23, X, X \
+	VPSUBD C127, X, X
+
 // The row-lane walk (walkAVX512, walkListAVX512): two walkers of 16 lanes,
 // a (tree, row) pair per lane, the row's value gathered from the
 // transposed block. Registers:
@@ -50,20 +110,12 @@ done:
 // ROW_NODE gathers the 8-byte nodes (threshold, meta) of the active lanes.
 #define ROW_NODE(L, B, IDX, IDXY, HIY, Q1, Q2, K, KA, KB) \
 	VPADDD L, B, IDX \
-	VEXTRACTI64X4 $1, IDX, HIY \
-	KMOVW K, KA \
-	KSHIFTRW $8, K, KB \
-	VPGATHERDQ (SI)(IDXY*8), KA, Q1 \
-	VPGATHERDQ (SI)(HIY*8), KB, Q2
+	WALK_GATHER(IDX, IDXY, HIY, Q1, Q2, K, KA, KB)
 
 // ROW_SPLIT separates thresholds and metas and forms each lane's offset in
 // the block: column x 64 + row.
 #define ROW_SPLIT(Q1, Q2, THR, META, P, XI, TMP) \
-	VMOVDQA32 Z24, THR \
-	VPERMI2D Q2, Q1, THR \
-	VMOVDQA32 Z25, META \
-	VPERMI2D Q2, Q1, META \
-	VPANDD Z4, META, XI \
+	WALK_UNZIP(Q1, Q2, THR, META, XI) \
 	VPSLLD $3, XI, XI \
 	VPANDD Z17, P, TMP \
 	VPADDD TMP, XI, XI
@@ -72,26 +124,15 @@ done:
 	KMOVW K, KA \
 	VPGATHERDD (DI)(XI*4), KA, XV
 
-// ROW_ADVANCE moves to the left child, or the right one when x > threshold
-// (false for NaN: a leaf stays put); F gets the child's leaf bit in bit 0.
+// ROW_ADVANCE steps; F gets the child's leaf bit in bit 0.
 #define ROW_ADVANCE(L, K, THR, META, XV, KT, F) \
-	VPSRLD $11, META, L \
-	VCMPPS $0x1e, THR, XV, K, KT \
-	VPADDD Z5, L, KT, L \
-	VMOVDQA32 META, F \
-	VPSRLD $1, META, KT, F
+	WALK_ADVANCE(11, L, K, THR, META, XV, KT, F)
 
 // ROW_FINISH records the lanes at a leaf (leaf, pair) and refills them.
 #define ROW_FINISH(L, B, P, K, F) \
 	VPTESTMD Z5, F, K, K4 \
 	VPADDD L, B, Z14 \
-	KMOVW K4, AX \
-	POPCNTL AX, CX \
-	VPCOMPRESSD Z14, K4, Z14 \
-	VPCOMPRESSD P, K4, Z15 \
-	VMOVDQU32 Z14, (R13)(DX*4) \
-	VMOVDQU32 Z15, (R14)(DX*4) \
-	ADDQ CX, DX \
+	WALK_RECORD(Z14, P, K4, Z14, Z15) \
 	ROW_REFILL(L, B, P, K)
 
 #define ROW_START(L, B, P, K) \
@@ -124,13 +165,7 @@ done:
 	MOVL rowMask+48(FP), R12 \
 	LEAQ 64(R13)(R10*4), R14 \
 	XORQ DX, DX \
-	MOVL $0x7f8, AX \
-	VPBROADCASTD AX, Z4 \
-	MOVL $1, AX \
-	VPBROADCASTD AX, Z5 \
-	VMOVDQU32 iota<>(SB), Z6 \
-	VPADDD Z6, Z6, Z24 \
-	VPADDD Z5, Z24, Z25 \
+	WALK_CONSTS($0x7f8) \
 	VPBROADCASTD R10, Z16 \
 	VPBROADCASTD R12, Z17 \
 	MOVQ R11, X8
@@ -174,41 +209,22 @@ loop: \
 
 // TREE_NODE gathers the 8-byte nodes (threshold, meta) of the active lanes.
 #define TREE_NODE(L, LY, HIY, Q1, Q2, K) \
-	VEXTRACTI64X4 $1, L, HIY \
-	KMOVW K, K3 \
-	KSHIFTRW $8, K, K4 \
-	VPGATHERDQ (SI)(LY*8), K3, Q1 \
-	VPGATHERDQ (SI)(HIY*8), K4, Q2
+	WALK_GATHER(L, LY, HIY, Q1, Q2, K, K3, K4)
 
 // TREE_SPLIT separates thresholds and metas; XI = column + 16 x row parity.
 #define TREE_SPLIT(Q1, Q2, THR, META, S, XI) \
-	VMOVDQA32 Z24, THR \
-	VPERMI2D Q2, Q1, THR \
-	VMOVDQA32 Z25, META \
-	VPERMI2D Q2, Q1, META \
-	VPANDD Z4, META, XI \
+	WALK_UNZIP(Q1, Q2, THR, META, XI) \
 	VPORD S, XI, XI
 
-// TREE_ADVANCE moves to the left child, or the right one when x >
-// threshold; F gets the new node's leaf bit in bit 4.
+// TREE_ADVANCE steps; F gets the new node's leaf bit in bit 4.
 #define TREE_ADVANCE(L, F, K, THR, META, XV) \
-	VPSRLD $8, META, L \
-	VCMPPS $0x1e, THR, XV, K, K7 \
-	VPADDD Z5, L, K7, L \
-	VMOVDQA32 META, F \
-	VPSRLD $1, META, K7, F
+	WALK_ADVANCE(8, L, K, THR, META, XV, K7, F)
 
 // TREE_FINISH records the lanes that reached a leaf (leaf, pair) and
 // leaves them in K7.
 #define TREE_FINISH(L, F, P, K) \
 	VPTESTMD Z8, F, K, K7 \
-	KMOVW K7, AX \
-	POPCNTL AX, CX \
-	VPCOMPRESSD L, K7, Z21 \
-	VPCOMPRESSD P, K7, Z22 \
-	VMOVDQU32 Z21, (R13)(DX*4) \
-	VMOVDQU32 Z22, (R14)(DX*4) \
-	ADDQ CX, DX
+	WALK_RECORD(L, P, K7, Z21, Z22)
 
 // TREE_REFILL gives the candidate lanes (finished in K7, or idle) the next
 // (row, tree) pairs of the walker: trees NT.. of row IR, then of row IR+1
@@ -294,15 +310,9 @@ LSKIP:
 	IMULL AX, CX \
 	LEAQ 64(R13)(CX*4), R14 \
 	XORQ DX, DX \
-	MOVL $0x0f, AX \
-	VPBROADCASTD AX, Z4 \
-	MOVL $1, AX \
-	VPBROADCASTD AX, Z5 \
+	WALK_CONSTS($0x0f) \
 	MOVL $16, AX \
 	VPBROADCASTD AX, Z8 \
-	VMOVDQU32 iota<>(SB), Z6 \
-	VPADDD Z6, Z6, Z24 \
-	VPADDD Z5, Z24, Z25 \
 	MOVL ntrees+40(FP), AX \
 	VPBROADCASTD AX, Z16 \
 	XORL R11, R11 \
