@@ -165,18 +165,10 @@ func (f *Forest) PredictBatch(X []float32, classes []int32, probs []float32) {
 	if p := f.packed(); p != nil && nc <= stackProbs && n >= groupRows {
 		if simdBatch {
 			if p.lanes != nil && simdTreeLanes {
-				if simdTop {
-					f.predictTop(p, X, classes, probs)
-					return
-				}
-				f.predictTreeLanes(p, X, classes, probs)
+				f.predictTreeLanes(p, X, classes, probs, simdTop)
 				return
 			}
-			if simdTop {
-				f.predictRowTop(p, X, classes, probs)
-				return
-			}
-			f.predictSIMD(p, X, classes, probs)
+			f.predictRowLanes(p, X, classes, probs, simdTop)
 			return
 		}
 		f.predictPacked(p, X, classes, probs)
@@ -301,14 +293,18 @@ func (s *batchScratch) transpose(X []float32, nf, r0, rows int, ord *[blockRows]
 		xg := &s.xs[r/groupRows]
 		k := r % groupRows
 		for j, v := range X[src*nf : (src+1)*nf] {
-			lo, hi := v, v
-			if v != v {
-				lo, hi = float32(math.Inf(-1)), float32(math.Inf(1))
-			}
-			xg[2*j*groupRows+k] = lo
-			xg[(2*j+1)*groupRows+k] = hi
+			xg[2*j*groupRows+k], xg[(2*j+1)*groupRows+k] = nanSplit(v)
 		}
 	}
+}
+
+// nanSplit returns a value's two copies in the packed layout (see pnode):
+// NaN as -Inf (for nodes that send NaN left) and as +Inf (right).
+func nanSplit(v float32) (lo, hi float32) {
+	if v != v {
+		return float32(math.Inf(-1)), float32(math.Inf(1))
+	}
+	return v, v
 }
 
 // pstep moves row k of a group from node i one level down in tn.
@@ -361,11 +357,7 @@ func (f *Forest) accumulatePacked(p *packedForest, x []float32, acc []float64) {
 	// xs[c] for a node's column c = (2 x feature + NaN goes right) x groupRows.
 	var xs [2 * pMaxFeatures]float32
 	for j, v := range x {
-		lo, hi := v, v
-		if v != v {
-			lo, hi = float32(math.Inf(-1)), float32(math.Inf(1))
-		}
-		xs[2*j], xs[2*j+1] = lo, hi
+		xs[2*j], xs[2*j+1] = nanSplit(v)
 	}
 	nodes, start := p.nodes, p.start
 	nt := len(start) - 1

@@ -1,7 +1,6 @@
 package forest
 
 import (
-	"math"
 	"math/bits"
 	"os"
 )
@@ -88,48 +87,87 @@ func (p *packedForest) treeLaneNodes() []pnode {
 
 // laneScratch is predictTreeLanes' working memory, on the stack.
 type laneScratch struct {
-	rows  [blockRows * 2 * laneMaxFeatures]float32
-	out   [blockRows * (2*laneChunk - 1)]uint32
-	list  [2 * (blockRows*(2*laneChunk-1) + 16)]uint32
-	roots [2*laneChunk - 1 + 16]int32
-	acc   [blockRows * stackProbs]float64
+	rows   [blockRows * 2 * laneMaxFeatures]float32
+	starts [blockRows * (2*laneChunk - 1)]uint32 // with the top: each pair's start node
+	out    [blockRows * (2*laneChunk - 1)]uint32
+	list   [2 * (blockRows*(2*laneChunk-1) + 16)]uint32
+	roots  [2*laneChunk - 1 + 16]int32
+	votes  [blockRows]uint64 // with byte counts (top.go)
+	acc    [blockRows * stackProbs]float64
 }
 
-func (f *Forest) predictTreeLanes(p *packedForest, X []float32, classes []int32, probs []float32) {
+// voteByte[c] counts a vote for class c in a row's byte counts (top.go).
+var voteByte = [8]uint64{1, 1 << 8, 1 << 16, 1 << 24, 1 << 32, 1 << 40, 1 << 48, 1 << 56}
+
+// predictTreeLanes is the tree-lane walk. With top, each pair starts below
+// the top of its tree (found by topAVX512, top.go), topChunk trees a call,
+// and pure forests of up to 8 classes and 255 trees count their votes in
+// bytes; without, it walks from the roots, laneChunk trees a call.
+func (f *Forest) predictTreeLanes(p *packedForest, X []float32, classes []int32, probs []float32, top bool) {
 	nf, nc := f.nFeatures, f.nClasses
 	var s laneScratch
 	nt := len(p.start) - 1
+	chunk := laneChunk
+	if top {
+		chunk = topChunk
+	}
+	counts := top && p.class != nil && nc <= 8 && nt <= 255
+	tb := p.top
 	n := len(classes)
 	for r0 := 0; r0 < n; r0 += blockRows {
 		rows := min(blockRows, n-r0)
 		for r := range rows {
 			xs := s.rows[r*2*laneMaxFeatures:][:2*nf]
 			for j, v := range X[(r0+r)*nf : (r0+r+1)*nf] {
-				lo, hi := v, v
-				if v != v {
-					lo, hi = float32(math.Inf(-1)), float32(math.Inf(1))
-				}
-				xs[2*j], xs[2*j+1] = lo, hi
+				xs[2*j], xs[2*j+1] = nanSplit(v)
 			}
 		}
 		acc := s.acc[:blockRows*nc]
-		clear(acc)
+		if counts {
+			clear(s.votes[:])
+		} else {
+			clear(acc)
+		}
 		for t0 := 0; t0 < nt; {
 			k := nt - t0
 			if k >= 2*laneChunk {
-				k = laneChunk
+				k = chunk
 			}
-			copy(s.roots[:], p.start[t0:t0+k])
-			walkTreesAVX512(&p.lanes[0], &s.rows[0], &s.roots[0], &s.out[0], &s.list[0], uint32(k), uint32((rows+1)/2), uint32(rows))
-			// Tree by tree, each row in turn: a row's votes are still
-			// added in tree order, and consecutive additions go to
-			// different rows (no chain of dependent additions).
-			for t := range k {
+			if top {
+				topAVX512(&tb.col[0], &tb.thr[0], &tb.keep[0], &tb.base[0], &s.rows[0], &s.starts[0], uint32(nt), uint32(t0), uint32(k), uint32(rows))
+				walkTopAVX512(&p.lanes[0], &s.rows[0], &s.starts[0], &s.out[0], &s.list[0], uint32(k), uint32((rows+1)/2), uint32(rows))
+			} else {
+				copy(s.roots[:], p.start[t0:t0+k])
+				walkTreesAVX512(&p.lanes[0], &s.rows[0], &s.roots[0], &s.out[0], &s.list[0], uint32(k), uint32((rows+1)/2), uint32(rows))
+			}
+			if counts {
+				cls := p.class
 				for r := range rows {
-					f.addPackedLeaf(p.leaf[s.out[r*k+t]], acc[r*nc:(r+1)*nc])
+					v := s.votes[r]
+					for _, g := range s.out[r*k : (r+1)*k] {
+						v += voteByte[cls[g]&7]
+					}
+					s.votes[r] = v
+				}
+			} else {
+				// Tree by tree, each row in turn: a row's votes are still
+				// added in tree order, and consecutive additions go to
+				// different rows (no chain of dependent additions).
+				for t := range k {
+					for r := range rows {
+						f.addPackedLeaf(p.leaf[s.out[r*k+t]], acc[r*nc:(r+1)*nc])
+					}
 				}
 			}
 			t0 += k
+		}
+		if counts {
+			for r := range rows {
+				v := s.votes[r]
+				for c := range acc[r*nc : (r+1)*nc] {
+					acc[r*nc+c] = float64(uint8(v >> (8 * c)))
+				}
+			}
 		}
 		f.finishBlock(acc, r0, rows, classes, probs)
 	}
@@ -165,39 +203,55 @@ type blockX [2 * pMaxFeatures * blockRows]float32
 func transposeBlock(xb *blockX, X []float32, nf, r0, rows int) {
 	for r := range rows {
 		for j, v := range X[(r0+r)*nf : (r0+r+1)*nf] {
-			lo, hi := v, v
-			if v != v {
-				lo, hi = float32(math.Inf(-1)), float32(math.Inf(1))
-			}
-			xb[2*j*blockRows+r] = lo
-			xb[(2*j+1)*blockRows+r] = hi
+			xb[2*j*blockRows+r], xb[(2*j+1)*blockRows+r] = nanSplit(v)
 		}
 	}
 }
 
-// simdScratch is predictSIMD's working memory, on the stack.
-type simdScratch struct {
+// rowLaneScratch is predictRowLanes' working memory, on the stack.
+type rowLaneScratch struct {
 	x     blockX
-	out   [simdTrees * blockRows]uint32          // leaf (global packed index) per pair
-	list  [2 * (simdTrees*blockRows + 16)]uint32 // walkAVX512's finished leaves and pairs
+	out   [simdTrees*blockRows + 16]uint32       // leaf (global packed index) per pair (topRowsAVX512 writes 16 more)
+	pairs [2 * rowTopList]uint32                 // with the top: the pairs that leave it at a split, then their start nodes
+	list  [2 * (simdTrees*blockRows + 16)]uint32 // the walk's finished leaves and pairs
 	roots [simdTrees]int32
 	acc   [blockRows * stackProbs]float64
 }
 
-func (f *Forest) predictSIMD(p *packedForest, X []float32, classes []int32, probs []float32) {
+// predictRowLanes is the row-lane walk. With top, the block is transposed
+// by transposeAVX512, topRowsAVX512 finds where each pair leaves the top
+// of its tree (and writes the leaves of the pairs that leave it at a
+// leaf), only the other pairs are walked on and votesAVX512 adds the votes
+// (top_rows.go); without, every pair is walked from its root and the votes
+// are added in Go.
+func (f *Forest) predictRowLanes(p *packedForest, X []float32, classes []int32, probs []float32, top bool) {
 	nf, nc := f.nFeatures, f.nClasses
-	var s simdScratch
+	var s rowLaneScratch
+	rt := p.rtop
 	nt := len(p.start) - 1
 	n := len(classes)
 	for r0 := 0; r0 < n; r0 += blockRows {
 		rows := min(blockRows, n-r0)
 		shift := uint(bits.Len(uint(rows - 1)))
-		transposeBlock(&s.x, X, nf, r0, rows)
+		if top {
+			transposeAVX512(&s.x[0], &X[r0*nf], uint32(nf), uint32(rows))
+		} else {
+			transposeBlock(&s.x, X, nf, r0, rows)
+		}
 		acc := s.acc[:blockRows*nc]
 		clear(acc)
 		for t0 := 0; t0 < nt; t0 += simdTrees {
 			k := min(simdTrees, nt-t0)
 			copy(s.roots[:], p.start[t0:t0+k])
+			if top {
+				np := topRowsAVX512(&rt.slots[t0*topSplits], &rt.ns[t0], &rt.exits[t0*topExits], &p.start[t0], &s.x[0], &s.out[0], &s.pairs[0],
+					uint32(k), uint32(shift), uint32(max(1, (1<<shift)/16)), uint32(rows))
+				if np > 0 {
+					walkListAVX512(&p.nodes[0], &s.x[0], &s.roots, &s.out[0], &s.list[0], np, uint32(shift), 1<<shift-1, &s.pairs[0])
+				}
+				votesAVX512(&s.out[0], &rt.voff[0], &rt.vals[0], &acc[0], uint32(k), uint32(shift), uint32(rows), uint32(nc))
+				continue
+			}
 			walkAVX512(&p.nodes[0], &s.x[0], &s.roots, &s.out[0], &s.list[0], uint32(k)<<shift, uint32(shift), 1<<shift-1)
 			for t := range k {
 				for r, g := range s.out[t<<shift:][:rows] {

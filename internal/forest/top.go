@@ -27,7 +27,7 @@ import "math"
 // Votes: in a forest whose leaves are all pure (one class each, as in a
 // fully grown forest on distinct rows), Predict adds 1.0 per tree to the
 // class of the leaf, so its sums are vote counts, exact in float64 whatever
-// the order. With at most 8 classes and 255 trees, predictTop counts them in
+// the order. With at most 8 classes and 255 trees, predictTreeLanes counts them in
 // a byte per class of one uint64 per row (no chain of float64 additions to
 // memory), then converts: the same float64 values, bit for bit.
 
@@ -77,7 +77,7 @@ func (p *packedForest) topNodes(lanes []pnode) ([]pnode, *topTables) {
 		b := p.start[t]
 		tn := p.nodes[b:p.start[t+1]]
 		slot := 0
-		ne := treeTop(tn, &exits, func(i int32, keep uint32) {
+		treeTop(tn, &exits, func(i int32, keep uint32) {
 			k := slot*nt + t
 			tb.col[k] = (tn[i].meta & pColField) / groupRows
 			tb.thr[k] = tn[i].thr
@@ -86,11 +86,7 @@ func (p *packedForest) topNodes(lanes []pnode) ([]pnode, *topTables) {
 		})
 		base := n0 + topExits*t
 		tb.base[t] = int32(base)
-		for e := range topExits {
-			src := exits[0]
-			if e < ne {
-				src = exits[e]
-			}
+		for e, src := range exits {
 			out[base+e] = lanes[b+src]
 		}
 	}
@@ -101,9 +97,9 @@ func (p *packedForest) topNodes(lanes []pnode) ([]pnode, *topTables) {
 // first topSplits splits in breadth-first (= index) order, which form a
 // connected top since a split's parent comes before it. It calls split for
 // each of them with the exits it keeps when x > threshold (all but those of
-// its left subtree), stores the exits left to right in exits and returns
-// their count (at most topExits).
-func treeTop(tn []pnode, exits *[topExits]int32, split func(i int32, keep uint32)) int {
+// its left subtree) and stores the exits left to right in exits (at most
+// topExits; the rest of exits padded with the first).
+func treeTop(tn []pnode, exits *[topExits]int32, split func(i int32, keep uint32)) {
 	var sel [topSplits]int32
 	ns := 0
 	for i := range int32(len(tn)) {
@@ -142,81 +138,7 @@ func treeTop(tn []pnode, exits *[topExits]int32, split func(i int32, keep uint32
 		visit(left + 1)
 	}
 	visit(0)
-	return ne
-}
-
-// topScratch is predictTop's working memory, on the stack.
-type topScratch struct {
-	rows   [blockRows * 2 * laneMaxFeatures]float32
-	starts [blockRows * (2*laneChunk - 1)]uint32
-	out    [blockRows * (2*laneChunk - 1)]uint32
-	list   [2 * (blockRows*(2*laneChunk-1) + 16)]uint32
-	votes  [blockRows]uint64
-	acc    [blockRows * stackProbs]float64
-}
-
-// predictTop is predictTreeLanes with the top of each tree found by
-// topAVX512 and, for pure forests of up to 8 classes and 255 trees, the
-// votes counted in bytes.
-func (f *Forest) predictTop(p *packedForest, X []float32, classes []int32, probs []float32) {
-	nf, nc := f.nFeatures, f.nClasses
-	var s topScratch
-	nt := len(p.start) - 1
-	counts := p.class != nil && nc <= 8 && nt <= 255
-	hot := [8]uint64{1, 1 << 8, 1 << 16, 1 << 24, 1 << 32, 1 << 40, 1 << 48, 1 << 56}
-	tb := p.top
-	n := len(classes)
-	for r0 := 0; r0 < n; r0 += blockRows {
-		rows := min(blockRows, n-r0)
-		for r := range rows {
-			xs := s.rows[r*2*laneMaxFeatures:][:2*nf]
-			for j, v := range X[(r0+r)*nf : (r0+r+1)*nf] {
-				lo, hi := v, v
-				if v != v {
-					lo, hi = float32(math.Inf(-1)), float32(math.Inf(1))
-				}
-				xs[2*j], xs[2*j+1] = lo, hi
-			}
-		}
-		acc := s.acc[:blockRows*nc]
-		if counts {
-			clear(s.votes[:])
-		} else {
-			clear(acc)
-		}
-		for t0 := 0; t0 < nt; {
-			k := nt - t0
-			if k >= 2*laneChunk {
-				k = topChunk
-			}
-			topAVX512(&tb.col[0], &tb.thr[0], &tb.keep[0], &tb.base[0], &s.rows[0], &s.starts[0], uint32(nt), uint32(t0), uint32(k), uint32(rows))
-			walkTopAVX512(&p.lanes[0], &s.rows[0], &s.starts[0], &s.out[0], &s.list[0], uint32(k), uint32((rows+1)/2), uint32(rows))
-			if counts {
-				cls := p.class
-				for r := range rows {
-					v := s.votes[r]
-					for _, g := range s.out[r*k : (r+1)*k] {
-						v += hot[cls[g]&7]
-					}
-					s.votes[r] = v
-				}
-			} else {
-				for t := range k {
-					for r := range rows {
-						f.addPackedLeaf(p.leaf[s.out[r*k+t]], acc[r*nc:(r+1)*nc])
-					}
-				}
-			}
-			t0 += k
-		}
-		if counts {
-			for r := range rows {
-				v := s.votes[r]
-				for c := range acc[r*nc : (r+1)*nc] {
-					acc[r*nc+c] = float64(uint8(v >> (8 * c)))
-				}
-			}
-		}
-		f.finishBlock(acc, r0, rows, classes, probs)
+	for e := ne; e < topExits; e++ {
+		exits[e] = exits[0]
 	}
 }

@@ -19,7 +19,7 @@ import "math/bits"
 // threshold and bits are broadcast once per slot for the block's four
 // row groups. The exit (lowest bit left, from the float exponent as in
 // top.go) becomes the tree-local index of the exit's node with one
-// VPERMI2D from the tree's 32 exits in two registers, and walkStartsAVX512
+// VPERMI2D from the tree's 32 exits in two registers, and walkListAVX512
 // (walkAVX512 with a start node per pair instead of the root) goes on
 // from there; an exit that is a leaf costs one step, as a root that is a
 // leaf did before.
@@ -73,17 +73,13 @@ func (f *Forest) rowTopTables(p *packedForest) *rowTop {
 	for t := range nt {
 		tn := p.nodes[p.start[t]:p.start[t+1]]
 		ns := 0
-		ne := treeTop(tn, &exits, func(i int32, keep uint32) {
+		treeTop(tn, &exits, func(i int32, keep uint32) {
 			col := (tn[i].meta & pColField) / groupRows
 			rt.slots[t*topSplits+ns] = topSlot{off: col * blockRows * 4, thr: tn[i].thr, keep: keep}
 			ns++
 		})
 		rt.ns[t] = uint32(ns)
-		for e := range topExits {
-			src := exits[0]
-			if e < ne {
-				src = exits[e]
-			}
+		for e, src := range exits {
 			rt.exits[t*topExits+e] = uint32(src)
 			if tn[src].thr != tn[src].thr {
 				rt.exits[t*topExits+e] |= rowTopLeaf
@@ -116,44 +112,4 @@ func (rt *rowTop) rowTopExit(t int, xs []float32) uint32 {
 	}
 	e := bits.TrailingZeros32(left)
 	return rt.exits[t*topExits+e] &^ rowTopLeaf
-}
-
-// rowTopScratch is predictRowTop's working memory, on the stack.
-type rowTopScratch struct {
-	x     blockX
-	out   [simdTrees*blockRows + 16]uint32 // leaf (global packed index) per pair, 16 more written
-	pairs [2 * rowTopList]uint32           // pairs that leave the top at a split, then their start nodes
-	list  [2 * (simdTrees*blockRows + 16)]uint32
-	roots [simdTrees]int32
-	acc   [blockRows * stackProbs]float64
-}
-
-// predictRowTop is predictSIMD with the top of each tree found by
-// topRowsAVX512 (which also writes the leaves of the pairs that leave the
-// top at a leaf), only the other pairs walked on, and the votes added by
-// votesAVX512.
-func (f *Forest) predictRowTop(p *packedForest, X []float32, classes []int32, probs []float32) {
-	nf, nc := f.nFeatures, f.nClasses
-	var s rowTopScratch
-	rt := p.rtop
-	nt := len(p.start) - 1
-	n := len(classes)
-	for r0 := 0; r0 < n; r0 += blockRows {
-		rows := min(blockRows, n-r0)
-		shift := uint(bits.Len(uint(rows - 1)))
-		transposeAVX512(&s.x[0], &X[r0*nf], uint32(nf), uint32(rows))
-		acc := s.acc[:blockRows*nc]
-		clear(acc)
-		for t0 := 0; t0 < nt; t0 += simdTrees {
-			k := min(simdTrees, nt-t0)
-			copy(s.roots[:], p.start[t0:t0+k])
-			np := topRowsAVX512(&rt.slots[t0*topSplits], &rt.ns[t0], &rt.exits[t0*topExits], &p.start[t0], &s.x[0], &s.out[0], &s.pairs[0],
-				uint32(k), uint32(shift), uint32(max(1, (1<<shift)/16)), uint32(rows))
-			if np > 0 {
-				walkListAVX512(&p.nodes[0], &s.x[0], &s.roots, &s.out[0], &s.list[0], np, uint32(shift), 1<<shift-1, &s.pairs[0])
-			}
-			votesAVX512(&s.out[0], &rt.voff[0], &rt.vals[0], &acc[0], uint32(k), uint32(shift), uint32(rows), uint32(nc))
-		}
-		f.finishBlock(acc, r0, rows, classes, probs)
-	}
 }
