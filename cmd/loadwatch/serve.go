@@ -56,7 +56,7 @@ type serveCmd struct {
 // docs/PERFORMANCE.md, "Tail latency and memory tuning").
 type runtimeFlags struct {
 	GOGC        int    `name:"gogc" default:"0" env:"LOADWATCH_GOGC" help:"Go GC target percent (debug.SetGCPercent), e.g. 400 to collect less often at the cost of a bigger heap; -1 disables the proportional trigger (then set --memory-limit). 0 (default) keeps the GOGC environment variable or Go's 100."`
-	MemoryLimit string `name:"memory-limit" default:"off" env:"LOADWATCH_MEMORY_LIMIT" placeholder:"SIZE" help:"Soft limit of the Go runtime's memory (debug.SetMemoryLimit), e.g. 1536MiB, 2GiB or bytes; the GC runs more often near it, so set it well above what stays live (about 65 KB per connected device: 25 KB of heap and 40 KB of the broker's goroutine stacks, which the limit counts too; plus the store's head). 'off' (default) or 0: none (GOMEMLIMIT still applies)."`
+	MemoryLimit string `name:"memory-limit" default:"auto" env:"LOADWATCH_MEMORY_LIMIT" placeholder:"SIZE" help:"Soft limit of the Go runtime's memory (debug.SetMemoryLimit), e.g. 1536MiB, 2GiB or bytes; near it the GC runs more often instead of letting the heap grow. 'auto' (default): 90 % of the smaller of the container's (cgroup) limit and the machine's memory, so that bursts such as a block compaction collect harder instead of running out of memory; not applied when GOMEMLIMIT is set. 'off' or 0: none. Keep it well above what stays live (about 45 KB per connected device with classification, plus the store's head; docs/SERVER.md, Sizing memory)."`
 	GCTune      bool   `name:"gc-tune" default:"true" negatable:"" env:"LOADWATCH_GC_TUNE" help:"Keep the GC's headroom proportional to the live heap alone: after each collection lower the GC percent so that the goroutine stacks Go counts since 1.18 (two per MQTT connection) do not add to it, never below a 64 MiB headroom nor above --gogc (docs/SERVER.md, Sizing memory). --no-gc-tune leaves Go's pacer as it is."`
 	PProf       string `name:"pprof" env:"LOADWATCH_PPROF" placeholder:"ADDR" help:"Debug: serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off by default. Never expose it: it has no authentication."`
 }
@@ -67,12 +67,24 @@ func (f *runtimeFlags) applyRuntime(ctx context.Context, log io.Writer) error {
 	if f.GOGC != 0 {
 		debug.SetGCPercent(f.GOGC)
 	}
-	limit, err := parseSize(f.MemoryLimit)
-	if err != nil {
-		return fmt.Errorf("--memory-limit: %w", err)
-	}
-	if limit > 0 {
-		debug.SetMemoryLimit(limit)
+	if strings.EqualFold(strings.TrimSpace(f.MemoryLimit), "auto") {
+		if os.Getenv("GOMEMLIMIT") == "" {
+			limit, from, err := gctune.AutoLimit(os.DirFS("/"))
+			if err != nil {
+				fmt.Fprintf(log, "loadwatch: no automatic memory limit: %v\n", err)
+			} else {
+				debug.SetMemoryLimit(limit)
+				fmt.Fprintf(log, "loadwatch: Go memory limit %d MiB (90 %% of %s; --memory-limit)\n", limit>>20, from)
+			}
+		}
+	} else {
+		limit, err := parseSize(f.MemoryLimit)
+		if err != nil {
+			return fmt.Errorf("--memory-limit: %w", err)
+		}
+		if limit > 0 {
+			debug.SetMemoryLimit(limit)
+		}
 	}
 	if f.GCTune {
 		go (&gctune.Governor{}).Run(ctx) //nolint:errcheck // returns nil

@@ -3,11 +3,15 @@ package main
 import (
 	"context"
 	"io"
+	"math"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
+
+	"loadwatch/internal/gctune"
 )
 
 func TestParseSize(t *testing.T) {
@@ -56,6 +60,22 @@ func TestRuntimeFlags(t *testing.T) {
 
 	if err := (&runtimeFlags{MemoryLimit: "lots"}).applyRuntime(context.Background(), io.Discard); err == nil {
 		t.Fatal("bad --memory-limit accepted")
+	}
+	// auto: 90 % of this machine's (or container's) memory, said on the log.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		var alog strings.Builder
+		if err := (&runtimeFlags{MemoryLimit: "auto"}).applyRuntime(context.Background(), &alog); err != nil {
+			t.Fatal(err)
+		}
+		want, from, err := gctune.AutoLimit(os.DirFS("/"))
+		got := debug.SetMemoryLimit(-1)
+		switch {
+		case err != nil && got != math.MaxInt64:
+			t.Errorf("auto limit %d set although AutoLimit failed: %v", got, err)
+		case err == nil && (got != want || !strings.Contains(alog.String(), from)):
+			t.Errorf("auto limit %d (log %q), want %d from %s", got, alog.String(), want, from)
+		}
+		debug.SetMemoryLimit(math.MaxInt64)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
