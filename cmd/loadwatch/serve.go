@@ -74,7 +74,7 @@ func (f *runtimeFlags) applyRuntime(ctx context.Context, log io.Writer) error {
 				fmt.Fprintf(log, "loadwatch: no automatic memory limit: %v\n", err)
 			} else {
 				debug.SetMemoryLimit(limit)
-				fmt.Fprintf(log, "loadwatch: Go memory limit %d MiB (90 %% of %s; --memory-limit)\n", limit>>20, from)
+				fmt.Fprintf(log, "loadwatch: Go memory limit %d MiB (%.0f %% of %s; --memory-limit)\n", limit>>20, 100*gctune.AutoRatio, from)
 			}
 		}
 	} else {

@@ -7,9 +7,9 @@
 //
 // so the bytes of goroutine stack scanned in the last cycle add to the
 // headroom. A server holding many idle connections, two goroutines each
-// (the embedded MQTT broker), scans hundreds of megabytes of stack that
-// produce no garbage: at 10,000 devices the stack term raised the heap goal
-// from about 370 MB to 630 MB. Go's release notes name the remedy: tune
+// (the embedded MQTT broker), scans stacks that produce no garbage: at
+// 10,000 devices 73 MB of them, next to a live heap of 270 MB, raised the
+// heap goal by as much. Go's release notes name the remedy: tune
 // GOGC. A Governor does that after every collection, choosing the percent
 // that gives
 //
@@ -23,7 +23,6 @@ package gctune
 
 import (
 	"context"
-	"log/slog"
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
@@ -62,7 +61,6 @@ func Percent(base int, floor, live, stacks, globals uint64) int {
 type Governor struct {
 	Floor    uint64        // least headroom in bytes
 	Interval time.Duration // polling period of runtime/metrics
-	Log      *slog.Logger  // changes at debug level; nil: none
 
 	// set applies a percent (debug.SetGCPercent); tests replace it.
 	set func(int) int
@@ -119,10 +117,6 @@ func (g *Governor) Run(ctx context.Context) error {
 			// Small moves are not worth recomputing the pacer's goal.
 			if d := p - cur; d*20 > cur || -d*20 > cur || (p == base && cur != base) {
 				set(p)
-				if g.Log != nil {
-					g.Log.Debug("gc percent", "gogc", p, "was", cur, "live_bytes", s[1].Value.Uint64(),
-						"stack_scan_bytes", s[2].Value.Uint64(), "globals_bytes", s[3].Value.Uint64())
-				}
 				cur = p
 			}
 		}
